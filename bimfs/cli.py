@@ -1,0 +1,491 @@
+"""The ``bimfs`` command: argv -> Config, logging set-up, and the only ``sys.exit``.
+
+Errors reach the user as one line on stderr (what failed, what to do) and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bimfs import __version__
+from bimfs.config import (
+    DEFAULT_CACHE_SIZE,
+    ENV_URLS,
+    Config,
+    ConfigError,
+    check_api_url,
+    default_cache_dir,
+    parse_size,
+)
+
+STATUS_XATTR = "user.bimfs.status"
+log = logging.getLogger("bimfs")
+
+
+class CliError(Exception):
+    """A one-line error for the user."""
+
+
+# ---------------------------------------------------------------------------- parsing
+
+
+def _api_url(args: argparse.Namespace) -> str:
+    if getattr(args, "api_url", None):
+        return check_api_url(args.api_url)
+    return ENV_URLS[getattr(args, "env", None) or "prod"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bimfs", description="Mount a Bimplus account as a filesystem."
+    )
+    parser.add_argument("--version", action="version", version=f"bimfs {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    mount = sub.add_parser("mount", help="mount a Bimplus account")
+    mount.add_argument("mountpoint", type=Path)
+    _add_api_args(mount)
+    mount.add_argument("--team", metavar="SLUG", help="mount one team as the root")
+    mount.add_argument("--token-file", type=Path, metavar="FILE")
+    mount.add_argument("--token-type", default="BimPlus", choices=["BimPlus", "Bearer"])
+    mount.add_argument("--cache-dir", type=Path, metavar="DIR")
+    mount.add_argument("--cache-size", default=None, metavar="SIZE", help="e.g. 10G (default)")
+    mount.add_argument("--dir-ttl", type=float, default=30.0, metavar="SECONDS")
+    mount.add_argument("--write-back-delay", type=float, default=2.0, metavar="SECONDS")
+    mount.add_argument("--local-only", action="append", default=[], metavar="PATTERN")
+    mount.add_argument("--read-only", action="store_true")
+    mount.add_argument("--foreground", "-f", action="store_true")
+    mount.add_argument(
+        "-o", dest="fuse_options", action="append", default=[], metavar="FUSE_OPTIONS"
+    )
+    mount.add_argument("--uid", type=int, default=None)
+    mount.add_argument("--gid", type=int, default=None)
+    mount.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long SIGTERM/unmount waits for pending uploads",
+    )
+    _add_log_args(mount)
+
+    unmount = sub.add_parser("unmount", help="send pending uploads, then unmount")
+    unmount.add_argument("mountpoint", type=Path)
+    unmount.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS")
+
+    status = sub.add_parser("status", help="transfers, pending and failed uploads, cache use")
+    status.add_argument("mountpoint", type=Path, nargs="?")
+    status.add_argument("--json", action="store_true")
+
+    demo = sub.add_parser("demo", help="start the emulator with sample data and mount it")
+    demo.add_argument("mountpoint", type=Path, nargs="?", default=Path("/tmp/bimfs-demo"))
+    demo.add_argument("--data-dir", type=Path, default=None)
+    demo.add_argument(
+        "--exit",
+        action="store_true",
+        help="show the tree and stop (default when stdin is not a terminal)",
+    )
+    _add_log_args(demo)
+
+    try:
+        from bimfs.login import add_login_parser
+    except ImportError:  # pragma: no cover - login is part of the package
+        pass
+    else:
+        add_login_parser(sub)
+    return parser
+
+
+def _add_api_args(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--api-url", metavar="URL")
+    group.add_argument("--env", choices=sorted(ENV_URLS))
+
+
+def _add_log_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--debug", action="store_true")
+    p.add_argument("--log-file", type=Path)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    api_url = _api_url(args)
+    mountpoint = args.mountpoint.absolute()
+    return Config(
+        mountpoint=mountpoint,
+        api_url=api_url,
+        cache_dir=(args.cache_dir or default_cache_dir(api_url)).absolute(),
+        team=args.team,
+        token_file=args.token_file.absolute() if args.token_file else None,
+        token_type=args.token_type,
+        cache_size=parse_size(args.cache_size) if args.cache_size else DEFAULT_CACHE_SIZE,
+        dir_ttl=args.dir_ttl,
+        write_back_delay=args.write_back_delay,
+        local_only=tuple(args.local_only),
+        read_only=args.read_only,
+        foreground=args.foreground,
+        fuse_options=tuple(args.fuse_options),
+        uid=args.uid if args.uid is not None else os.getuid(),
+        gid=args.gid if args.gid is not None else os.getgid(),
+        drain_timeout=args.drain_timeout,
+    )
+
+
+def setup_logging(args: argparse.Namespace, *, to_stderr: bool) -> None:
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    handlers: list[logging.Handler] = []
+    if args.log_file:
+        args.log_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(args.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        handlers.append(logging.StreamHandler(os.fdopen(fd, "a", buffering=1)))
+    elif to_stderr:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=handlers or [logging.NullHandler()], force=True)
+    # Request lines carry URLs; keep the HTTP libraries quiet unless debugging them.
+    for noisy in ("httpx", "httpcore", "hpack"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# ---------------------------------------------------------------------------- mount
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    from bimfs.fuse.mount import MountError, check_fuse_available, check_mountpoint
+
+    config = config_from_args(args)
+    check_fuse_available()
+    check_mountpoint(config.mountpoint)
+    if config.foreground:
+        setup_logging(args, to_stderr=True)
+        return _run_mount(config, ready=lambda: None)
+    # Daemon: the child mounts and reports readiness (or one error line) through a pipe.
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        os.setsid()
+        _detach_stdio()
+        if args.log_file is None:
+            args.log_file = config.cache_dir / "bimfs.log"
+        setup_logging(args, to_stderr=False)
+
+        def ready() -> None:
+            os.write(write_fd, b"ok\n")
+
+        code = 1
+        try:
+            code = _run_mount(config, ready=ready, error_fd=write_fd)
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        message = pipe.read().decode("utf-8", "replace")
+    if message.startswith("ok"):
+        return 0
+    _, status = os.waitpid(pid, 0)
+    line = message.strip() or f"the mount process exited ({status})"
+    raise MountError(line)
+
+
+def _detach_stdio() -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _run_mount(config: Config, ready: Any, error_fd: int | None = None) -> int:
+    import trio
+
+    from bimfs.fuse.mount import MountError, serve
+
+    try:
+        trio.run(serve, config, ready)
+    except MountError as exc:
+        if error_fd is not None:
+            os.write(error_fd, f"bimfs: {exc}\n".encode())
+            return 1
+        raise
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+# ---------------------------------------------------------------------------- status / unmount
+
+
+def bimfs_mounts() -> list[Path]:
+    """Mountpoints of bimfs filesystems, from /proc/self/mounts."""
+    result = []
+    with open("/proc/self/mounts", encoding="utf-8", errors="replace") as mounts:
+        for line in mounts:
+            parts = line.split()
+            if len(parts) >= 3 and parts[2] == "fuse.bimfs":
+                result.append(Path(parts[1].replace("\\040", " ")))
+    return result
+
+
+def read_status(mountpoint: Path) -> dict[str, Any]:
+    try:
+        raw = os.getxattr(mountpoint, STATUS_XATTR)
+    except OSError as exc:
+        raise CliError(f"{mountpoint} is not a bimfs mount ({exc.strerror})") from None
+    data: dict[str, Any] = json.loads(raw)
+    return data
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def format_status(status: dict[str, Any]) -> str:
+    lines = [f"{status['mountpoint']}  ({status['api_url']})"]
+    transfers = status.get("transfers", [])
+    for t in transfers:
+        size = t.get("size") or 0
+        sent = t.get("sent", t.get("bytes_sent", 0)) or 0
+        rate = t.get("rate", t.get("rate_bps", 0)) or 0
+        lines.append(
+            f"  {t.get('state', '?'):9} {t.get('path') or t.get('file_name') or t.get('key')}"
+            f"  {_human(sent)}/{_human(size)}  {_human(rate)}/s"
+        )
+    lines.append(f"  pending uploads: {status.get('pending', 0)}")
+    for f in status.get("failed", []):
+        lines.append(f"  failed: {f.get('path') or f.get('file_name')}: {f.get('reason')}")
+    cache = status.get("cache", {})
+    if cache:
+        used = cache.get("bytes", cache.get("used", 0)) or 0
+        budget = cache.get("budget", cache.get("max_bytes", 0)) or 0
+        lines.append(f"  cache: {_human(used)} of {_human(budget)} in {status.get('cache_dir')}")
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    mounts = [args.mountpoint.absolute()] if args.mountpoint else bimfs_mounts()
+    statuses = [read_status(m) for m in mounts]
+    if args.json:
+        print(json.dumps(statuses[0] if args.mountpoint else statuses, indent=2))
+    elif not statuses:
+        print("no bimfs mounts")
+    else:
+        print("\n".join(format_status(s) for s in statuses))
+    return 0
+
+
+def cmd_unmount(args: argparse.Namespace) -> int:
+    mountpoint = args.mountpoint.absolute()
+    status = read_status(mountpoint)
+    deadline = time.monotonic() + args.timeout
+    while status.get("pending", 0) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        status = read_status(mountpoint)
+    if status.get("pending", 0):
+        pending = [u["path"] for u in status.get("uploads", []) if u["state"] != "failed"]
+        print(
+            f"bimfs: {len(pending)} upload(s) still pending after {args.timeout:g} s; "
+            f"not unmounted:",
+            file=sys.stderr,
+        )
+        for path in pending:
+            print(f"  {path}", file=sys.stderr)
+        return 1
+    for failed in status.get("failed", []):
+        print(
+            f"bimfs: kept in the journal (failed): {failed.get('path')}: {failed.get('reason')}",
+            file=sys.stderr,
+        )
+    pid = status.get("pid")
+    result = subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise CliError(f"fusermount3 -u failed: {result.stderr.strip()}")
+    if isinstance(pid, int):
+        _wait_exit(pid, timeout=max(5.0, deadline - time.monotonic()))
+    return 0
+
+
+def _wait_exit(pid: int, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            return
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Start the emulator with sample data, mount it, show the tree."""
+    import secrets
+    import tempfile
+
+    mountpoint = args.mountpoint.absolute()
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    data_dir = args.data_dir or Path(tempfile.gettempdir()) / "bimfs-demo-data"
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    token_file = data_dir / "token"
+    emulator = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bimfs.emulator",
+            "--seed",
+            "demo",
+            "--port",
+            "0",
+            "--data-dir",
+            str(data_dir / "server"),
+            "--token-ttl",
+            "86400",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert emulator.stdout is not None
+        line = emulator.stdout.readline().strip()
+        if "listening on" not in line:
+            raise CliError("the emulator did not start")
+        api_url = line.rsplit(" ", 1)[-1]
+        print(f"emulator: {api_url}  (user demo@bimfs.test, password demo)")
+        _demo_token(api_url, token_file, secrets.token_hex(16))
+        mount_cmd = [
+            sys.executable,
+            "-m",
+            "bimfs",
+            "mount",
+            str(mountpoint),
+            "--api-url",
+            api_url,
+            "--token-file",
+            str(token_file),
+            "--cache-dir",
+            str(data_dir / "cache"),
+        ]
+        if args.verbose:
+            mount_cmd.append("-v")
+        subprocess.run(mount_cmd, check=True)
+        print(f"mounted at {mountpoint}\n")
+        _print_tree(mountpoint)
+        interactive = sys.stdin.isatty() and not args.exit
+        if interactive:
+            print(f"\nexplore {mountpoint} in another terminal; press Ctrl-C here to stop.")
+            try:
+                signal.pause()
+            except KeyboardInterrupt:
+                print()
+        subprocess.run([sys.executable, "-m", "bimfs", "unmount", str(mountpoint)], check=False)
+    finally:
+        emulator.terminate()
+        try:
+            emulator.wait(10)
+        except subprocess.TimeoutExpired:
+            emulator.kill()
+    return 0
+
+
+def _demo_token(api_url: str, token_file: Path, client_id: str) -> None:
+    """Log the demo user in (legacy login) and keep the token in a 0600 file."""
+    import urllib.request
+
+    body = json.dumps(
+        {
+            "user_id": "demo@bimfs.test",
+            "password": "demo",
+            "application_id": "bimfs-demo",
+            "client_id": client_id,
+        }
+    ).encode()
+    request = urllib.request.Request(
+        f"{api_url}/authorize",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        token = json.load(answer)["access_token"]
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token)
+
+
+def _print_tree(root: Path, max_entries: int = 200) -> None:
+    shown = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel = Path(dirpath).relative_to(root)
+        depth = len(rel.parts)
+        if rel.parts and rel.parts[-1] == "versions":
+            dirnames[:] = []
+        indent = "  " * depth
+        if rel.parts:
+            print(f"{'  ' * (depth - 1)}{rel.parts[-1]}/")
+        for name in sorted(filenames):
+            try:
+                size = os.stat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                size = -1
+            print(f"{indent}{name}  ({_human(size)})")
+            shown += 1
+            if shown >= max_entries:
+                print(f"{indent}...")
+                return
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from bimfs.fuse.mount import MountError
+
+    try:
+        if args.command == "mount":
+            return cmd_mount(args)
+        if args.command == "unmount":
+            return cmd_unmount(args)
+        if args.command == "status":
+            return cmd_status(args)
+        if args.command == "demo":
+            return cmd_demo(args)
+        if args.command == "login":
+            from bimfs.login import run_login
+
+            return run_login(args)
+    except (CliError, ConfigError, MountError) as exc:
+        message = str(exc)
+        print(message if message.startswith("bimfs:") else f"bimfs: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except subprocess.CalledProcessError as exc:
+        print(
+            f"bimfs: {' '.join(map(str, exc.cmd[:4]))} failed ({exc.returncode})", file=sys.stderr
+        )
+        return 1
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The mount's configuration: one frozen dataclass, validated with clear one-line errors."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ENV_URLS = {
+    "prod": "https://api.bimplus.net/v2",
+    "stage": "https://api-stage.bimplus.net/v2",
+    "dev": "https://api-dev.bimplus.net/v2",
+}
+
+DEFAULT_CACHE_SIZE = 10 << 30
+
+
+class ConfigError(ValueError):
+    """A configuration value is unusable; the message is one line for the user."""
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """``10G``, ``512M``, ``1.5GiB``, ``4096`` -> bytes (binary multiples)."""
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise ConfigError(f"not a size: {text!r} (use e.g. 512M or 10G)")
+    number = float(match.group(1))
+    power = " kmgt".index(match.group(2).lower() or " ")
+    return int(number * (1024**power))
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses."""
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_api_url(url: str) -> str:
+    """Normalise an API root URL; refuse plain http except to loopback."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"not an API URL: {url!r} (expected https://host/v2)")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ConfigError(f"refusing unencrypted http:// API URL for a non-loopback host: {url}")
+    return url.rstrip("/")
+
+
+def default_cache_root() -> Path:
+    """``$XDG_CACHE_HOME/bimfs`` or ``~/.cache/bimfs``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "bimfs"
+
+
+def default_cache_dir(api_url: str) -> Path:
+    """One cache directory per API root, so two accounts never share content or journals."""
+    digest = hashlib.sha256(api_url.encode()).hexdigest()[:16]
+    return default_cache_root() / digest
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a mount needs; built by the CLI, read by every layer."""
+
+    mountpoint: Path
+    api_url: str
+    cache_dir: Path
+    team: str | None = None
+    token_file: Path | None = None
+    token_type: str = "BimPlus"
+    cache_size: int = DEFAULT_CACHE_SIZE
+    dir_ttl: float = 30.0
+    negative_ttl: float = 2.0
+    write_back_delay: float = 2.0
+    local_only: tuple[str, ...] = ()
+    read_only: bool = False
+    foreground: bool = False
+    fuse_options: tuple[str, ...] = ()
+    uid: int = field(default_factory=os.getuid)
+    gid: int = field(default_factory=os.getgid)
+    request_timeout: float = 60.0
+    read_timeout: float = 120.0
+    drain_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.dir_ttl < 0:
+            raise ConfigError("--dir-ttl must be >= 0")
+        if self.write_back_delay < 0:
+            raise ConfigError("--write-back-delay must be >= 0")
+        if self.cache_size < 16 << 20:
+            raise ConfigError("--cache-size must be at least 16M")
+        if self.token_type not in ("BimPlus", "Bearer"):
+            raise ConfigError("--token-type must be BimPlus or Bearer")

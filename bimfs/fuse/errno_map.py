@@ -1,0 +1,49 @@
+"""The one place where exceptions become errno values.
+
+Every pyfuse3 handler goes through ``to_errno``; a test checks that every ``ApiError`` subclass
+has an entry, so a new error class cannot silently become EIO.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from bimfs.api import errors as api
+from bimfs.cache import errors as cache_errors
+from bimfs.vfs.nodes import FsError
+
+#: Most specific first: the first matching class wins.
+API_ERRNO: tuple[tuple[type[BaseException], int], ...] = (
+    (api.NotFoundError, errno.ENOENT),
+    (api.ForbiddenError, errno.EACCES),
+    (api.UnauthorizedError, errno.EACCES),
+    (api.BadRequestError, errno.EINVAL),
+    (api.ConflictError, errno.EBUSY),
+    (api.PayloadTooLargeError, errno.EFBIG),
+    (api.TooManyRequestsError, errno.EAGAIN),
+    (api.ServerError, errno.EIO),
+    (api.StatusError, errno.EIO),
+    (api.IncompleteBodyError, errno.EIO),
+    (api.TransportError, errno.EIO),
+    (api.ApiTimeoutError, errno.ETIMEDOUT),
+    (api.ProtocolError, errno.EPROTO),
+    (api.AuthError, errno.EACCES),
+    (api.UploadOutcomeUnknownError, errno.EIO),
+    (api.ApiError, errno.EIO),
+)
+
+
+def to_errno(exc: BaseException) -> int:
+    """The errno a failed operation reports for ``exc``."""
+    if isinstance(exc, FsError):
+        return exc.errno
+    if isinstance(exc, cache_errors.ContentTimeoutError):
+        return errno.ETIMEDOUT
+    for cls, value in API_ERRNO:
+        if isinstance(exc, cls):
+            return value
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.errno
+    if isinstance(exc, TimeoutError):
+        return errno.ETIMEDOUT
+    return errno.EIO

@@ -1,0 +1,156 @@
+"""Running a mount: pre-flight checks, pyfuse3 set-up, background services, clean shutdown."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from bimfs.api.auth import load_token_source
+from bimfs.api.client import BimplusClient
+from bimfs.api.errors import ApiError, AuthError, StatusError, TransportError, UnauthorizedError
+from bimfs.cache.content import ContentStore
+from bimfs.cache.journal import Journal
+from bimfs.config import Config
+from bimfs.fuse.operations import Operations
+from bimfs.vfs.filesystem import Filesystem
+
+log = logging.getLogger(__name__)
+
+
+class MountError(Exception):
+    """A mount could not be started; the message is one line for the user."""
+
+
+def check_fuse_available() -> None:
+    """Fail early, with what to install, when FUSE cannot work on this machine."""
+    if not os.path.exists("/dev/fuse"):
+        raise MountError("FUSE is unavailable: /dev/fuse is missing (load the fuse module)")
+    if shutil.which("fusermount3") is None:
+        raise MountError("FUSE is unavailable: fusermount3 not found (apt-get install fuse3)")
+
+
+def check_mountpoint(path: Path) -> None:
+    """The mountpoint must be an existing, empty directory that is not mounted yet."""
+    if not path.exists():
+        raise MountError(f"mountpoint {path} does not exist (create it with mkdir)")
+    if not path.is_dir():
+        raise MountError(f"mountpoint {path} is not a directory")
+    if os.path.ismount(path):
+        raise MountError(f"{path} is already a mountpoint")
+    try:
+        if any(path.iterdir()):
+            raise MountError(f"mountpoint {path} is not empty")
+    except PermissionError as exc:
+        raise MountError(f"cannot read mountpoint {path}: {exc.strerror}") from exc
+
+
+def describe_preflight(exc: ApiError, api_url: str) -> str:
+    """One line telling the user why the first API call failed and what to do."""
+    if isinstance(exc, UnauthorizedError):
+        return "the token was rejected by the API (expired? run `bimfs login` or renew it)"
+    if isinstance(exc, AuthError):
+        return str(exc)
+    if isinstance(exc, TransportError):
+        return f"cannot reach the API at {api_url}: {exc.message}"
+    if isinstance(exc, StatusError):
+        return f"the API at {api_url} answered {exc.message}"
+    return f"the API at {api_url} failed: {exc}"
+
+
+def fuse_options(config: Config) -> set[str]:
+    options = set(pyfuse3.default_options)
+    options.update({"fsname=bimfs", "subtype=bimfs", "noatime"})
+    if config.read_only:
+        options.add("ro")
+    for opt in config.fuse_options:
+        for part in opt.split(","):
+            if part:
+                options.add(part)
+    return options
+
+
+async def serve(config: Config, ready: Callable[[], None]) -> None:
+    """Mount and serve until unmounted or signalled. Calls ``ready()`` once mounted.
+
+    Raises ``MountError`` (one line) when the mount cannot start.
+    """
+    config.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(config.cache_dir, 0o700)
+    try:
+        auth = load_token_source(
+            token_file=config.token_file,
+            env=os.environ,
+            api_url=config.api_url,
+            config_dir=_config_dir(),
+        )
+    except AuthError as exc:
+        raise MountError(str(exc)) from None
+    async with BimplusClient(
+        config.api_url, auth, token_type=config.token_type, timeout=config.request_timeout
+    ) as client:
+        try:
+            teams = await client.get_teams()
+        except ApiError as exc:
+            raise MountError(describe_preflight(exc, config.api_url)) from None
+        if config.team and config.team not in {t.slug for t in teams}:
+            known = ", ".join(sorted(t.slug for t in teams)) or "none"
+            raise MountError(f"no team with slug {config.team!r} (teams: {known})")
+        content = ContentStore(
+            config.cache_dir / "content", config.cache_size, read_timeout=config.read_timeout
+        )
+        journal = Journal(config.cache_dir)
+        fs = Filesystem(config, client, content, journal)
+        ops = Operations(fs)
+        check_fuse_available()
+        try:
+            pyfuse3.init(ops, str(config.mountpoint), fuse_options(config))
+        except RuntimeError as exc:
+            raise MountError(f"cannot mount {config.mountpoint}: {exc}") from None
+        stop = _Stop()
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(fs.run)
+                nursery.start_soon(ops.run_invalidator)
+                nursery.start_soon(_watch_signals, fs, config, stop)
+                ready()
+                log.info("mounted %s at %s", config.api_url, config.mountpoint)
+                await pyfuse3.main()
+                # Unmounted by fusermount3 -u or a signal: send what is pending, bounded.
+                if not await fs.drain(config.drain_timeout):
+                    log.warning(
+                        "uploads still pending at exit stay in %s and resume on the next mount",
+                        config.cache_dir,
+                    )
+                nursery.cancel_scope.cancel()
+        finally:
+            # After `fusermount3 -u` the kernel has already let go; after a signal we unmount.
+            pyfuse3.close(unmount=stop.terminated)
+
+
+class _Stop:
+    terminated = False
+
+
+async def _watch_signals(fs: Filesystem, config: Config, stop: _Stop) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info(
+                "received %s: sending pending uploads, then unmounting", signal.Signals(signum).name
+            )
+            await fs.drain(config.drain_timeout)
+            stop.terminated = True
+            pyfuse3.terminate()
+            return
+
+
+def _config_dir() -> Path:
+    from bimfs.api.auth import default_config_dir
+
+    return default_config_dir()

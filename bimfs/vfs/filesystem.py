@@ -1,0 +1,1518 @@
+"""The filesystem, without pyfuse3: every POSIX decision bimfs makes lives here.
+
+``Filesystem`` speaks in inode numbers, names (``str``), ``Attr`` values and ``FsError``; the FUSE
+adapter (``bimfs.fuse.operations``) only translates. API errors pass through unchanged and are
+turned into errno by ``bimfs.fuse.errno_map``, the one mapping.
+
+Concurrency: everything runs on one trio thread. Code between two awaits is atomic; every await
+may let another request change the tree, so state is re-read after awaits, never cached in locals
+across them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import math
+import mimetypes
+import os
+import shutil
+import stat
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from bimfs.api.client import BimplusClient
+from bimfs.api.errors import ApiError, ConflictError, NotFoundError
+from bimfs.api.models import Attachment, FolderNode, Project, Team
+from bimfs.cache.content import CachedFile, ContentKey, ContentStore
+from bimfs.cache.journal import Journal, JournalEntry
+from bimfs.cache.metadata import TtlCache
+from bimfs.cache.uploader import Uploader
+from bimfs.config import Config
+from bimfs.vfs.names import (
+    VERSIONS_DIR,
+    LocalOnlyMatcher,
+    NameRequest,
+    assign_names,
+    safe_name,
+    version_file_name,
+)
+from bimfs.vfs.nodes import (
+    DIR_MODE_RO,
+    DIR_MODE_RW,
+    Attr,
+    DirKind,
+    DirNode,
+    FileNode,
+    FsError,
+    InodeTable,
+    LocalData,
+    Node,
+)
+
+log = logging.getLogger(__name__)
+
+XATTR_PREFIX = "user.bimplus."
+STATE_XATTR = "user.bimfs.state"
+STATUS_XATTR = "user.bimfs.status"  # on the mount root: JSON for `bimfs status` / `unmount`
+UNKNOWN_QUOTA = 1 << 50  # 1 PiB: "a large plausible size"
+BLOCK = 4096
+
+
+@dataclass
+class ProjectListing:
+    """One project's documents and folder tree, fetched together (two calls, in parallel)."""
+
+    docs: dict[str, Attachment]
+    folders: dict[str, FolderNode]  # every folder node by id
+    doc_folder: dict[str, str]  # attachment id -> folder id (absent: project root)
+    fetched_at: float
+
+
+@dataclass
+class Handle:
+    """One open file description."""
+
+    fh: int
+    node: FileNode
+    writable: bool
+    cached: CachedFile | None = None
+    local_fd: int | None = None  # fd for reading committed local data
+    local_path: Path | None = None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split())[:200]
+
+
+class Filesystem:
+    """The bimfs tree over a Bimplus account."""
+
+    def __init__(
+        self,
+        config: Config,
+        client: BimplusClient,
+        content: ContentStore,
+        journal: Journal,
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.content = content
+        self.journal = journal
+        self.local_only = LocalOnlyMatcher(config.local_only)
+        self.inodes = InodeTable()
+        self.meta: TtlCache[tuple[str, ...], Any] = TtlCache(
+            maxsize=100_000, ttl=config.dir_ttl, negative_ttl=config.negative_ttl
+        )
+        self.uploader = Uploader(
+            journal, self._upload, delay=config.write_back_delay, describe=_describe
+        )
+        self.handles: dict[int, Handle] = {}
+        self._next_fh = 1
+        self.dir_nodes: dict[tuple[str, ...], DirNode] = {}
+        self.doc_nodes: dict[str, FileNode] = {}
+        self.key_nodes: dict[str, FileNode] = {}
+        self.teams: dict[str, Team] = {}
+        self.projects: dict[tuple[str, str], Project] = {}
+        self.local_dir = config.cache_dir / "local"
+        self.invalidate_inode: Callable[[int], None] = lambda ino: None
+        self.invalidate_entry: Callable[[int, str], None] = lambda parent, name: None
+        self.orphans: dict[tuple[str, str, str], list[FileNode]] = {}
+        self.started = time.time()
+        now = time.time()
+        if config.team:
+            root = DirNode(InodeTable.ROOT, "", None, DirKind.TEAM, slug=config.team, mtime=now)
+        else:
+            root = DirNode(InodeTable.ROOT, "", None, DirKind.ROOT, mtime=now)
+        root.lookups = 1
+        self.root = root
+        self.inodes.add(root)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the background services (content streams, uploader) until cancelled."""
+        if self.local_dir.exists():
+            shutil.rmtree(self.local_dir, ignore_errors=True)
+        self.local_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._resume_journal()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.content.run)
+            await nursery.start(self.uploader.run)
+            task_status.started()
+
+    def _resume_journal(self) -> None:
+        """Show files whose upload is still pending from an earlier run as local overlay
+        entries of their directory, so they can be read and seen before they are sent."""
+        for entry in self.journal.entries():
+            meta = entry.meta
+            if meta.get("op") == "create":
+                node = self._new_file_node(None, meta.get("file_name", "unnamed"), entry.key)
+                node.local = LocalData(
+                    path=entry.data_path,
+                    size=entry.size,
+                    mtime=entry.created,
+                    committed=True,
+                    journal_id=entry.id,
+                )
+                node.created = entry.created
+                where = (meta.get("slug") or "", meta.get("pid") or "", meta.get("folder_id") or "")
+                self.orphans.setdefault(where, []).append(node)
+        self.uploader.notify()
+
+    def _attach_pending(self, node: FileNode) -> None:
+        """A document node seen for the first time shows unsent content from an earlier run."""
+        entries = [e for e in self.journal.by_key(node.key) if e.data_path.exists()]
+        if entries and node.local is None:
+            entry = max(entries, key=lambda e: e.created)
+            node.local = LocalData(
+                path=entry.data_path,
+                size=entry.size,
+                mtime=entry.created,
+                committed=True,
+                journal_id=entry.id,
+            )
+
+    async def drain(self, limit: float) -> bool:
+        """Send every pending upload now (for at most ``limit`` seconds); True when none is
+        left pending."""
+        return await self.uploader.drain(limit)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _node(self, ino: int) -> Node:
+        return self.inodes.get(ino)
+
+    def _dir(self, ino: int) -> DirNode:
+        node = self.inodes.get(ino)
+        if not isinstance(node, DirNode):
+            raise FsError(errno.ENOTDIR)
+        return node
+
+    def _file(self, ino: int) -> FileNode:
+        node = self.inodes.get(ino)
+        if not isinstance(node, FileNode):
+            raise FsError(errno.EISDIR)
+        return node
+
+    def _get_dir_node(self, key: tuple[str, ...], factory: Callable[[int], DirNode]) -> DirNode:
+        node = self.dir_nodes.get(key)
+        if node is None or node.removed:
+            node = factory(self.inodes.new_ino())
+            self.dir_nodes[key] = node
+            self.inodes.add(node)
+        return node
+
+    def _new_file_node(self, parent: DirNode | None, name: str, key: str) -> FileNode:
+        node = FileNode(self.inodes.new_ino(), name, parent, key=key)
+        node.created = time.time()
+        self.inodes.add(node)
+        if key:
+            self.key_nodes[key] = node
+        return node
+
+    def _writable_dir(self, d: DirNode) -> bool:
+        return d.holds_documents and d.writable and not self.config.read_only
+
+    def _content_type(self, name: str, fallback: str | None = None) -> str:
+        guessed, _ = mimetypes.guess_type(name, strict=False)
+        return guessed or fallback or "application/octet-stream"
+
+    # ------------------------------------------------------------------ listings
+
+    async def _teams(self) -> list[Team]:
+        teams: list[Team] = await self.meta.get(("teams",), self.client.get_teams)
+        for team in teams:
+            self.teams[team.slug] = team
+        return teams
+
+    async def _projects(self, slug: str) -> list[Project]:
+        projects: list[Project] = await self.meta.get(
+            ("projects", slug),
+            lambda: self.client.get_projects(slug),
+            negative=lambda e: isinstance(e, NotFoundError),
+        )
+        for project in projects:
+            self.projects[(slug, project.id)] = project
+        return projects
+
+    async def _listing(self, slug: str, pid: str) -> ProjectListing:
+        async def load() -> ProjectListing:
+            result: dict[str, Any] = {}
+
+            async def docs() -> None:
+                result["docs"] = await self.client.list_attachments(slug, pid)
+
+            async def folders() -> None:
+                result["folders"] = await self.client.get_folders(slug, pid)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(docs)
+                nursery.start_soon(folders)
+            folder_map: dict[str, FolderNode] = {}
+            doc_folder: dict[str, str] = {}
+
+            def walk(node: FolderNode) -> None:
+                folder_map[node.id] = node
+                for child in node.children:
+                    if child.is_folder:
+                        walk(child)
+                    else:
+                        doc_folder[child.id] = node.id
+
+            for top in result["folders"]:
+                if top.is_folder:
+                    walk(top)
+            return ProjectListing(
+                docs={a.id: a for a in result["docs"]},
+                folders=folder_map,
+                doc_folder=doc_folder,
+                fetched_at=time.time(),
+            )
+
+        listing: ProjectListing = await self.meta.get(("listing", slug, pid), load)
+        return listing
+
+    async def _versions(self, slug: str, aid: str) -> list[Attachment]:
+        versions: list[Attachment] = await self.meta.get(
+            ("versions", slug, aid), lambda: self.client.list_versions(slug, aid)
+        )
+        return versions
+
+    def _invalidate_listing(self, d: DirNode | None) -> None:
+        if d is None or d.slug is None or d.pid is None:
+            return
+        self.meta.invalidate(("listing", d.slug, d.pid))
+        for key, node in self.dir_nodes.items():
+            if node.pid == d.pid and node.slug == d.slug:
+                node.listing_token = None
+                del key
+
+    async def children(self, d: DirNode) -> dict[str, Node]:
+        """The directory's current entries (refreshing its listing when stale)."""
+        if d.kind is DirKind.ROOT:
+            teams = await self._teams()
+            if d.listing_token is not teams:
+                self._build_root(d, teams)
+        elif d.kind is DirKind.TEAM:
+            assert d.slug is not None
+            projects = await self._projects(d.slug)
+            if d.listing_token is not projects:
+                self._build_team(d, projects)
+        elif d.kind in (DirKind.PROJECT, DirKind.FOLDER):
+            assert d.slug is not None and d.pid is not None
+            listing = await self._listing(d.slug, d.pid)
+            if d.listing_token is not listing:
+                self._build_docs_dir(d, listing)
+        elif d.kind is DirKind.VERSIONS:
+            assert d.parent is not None
+            await self.children(d.parent)
+            self._build_versions_dir(d)
+        elif d.kind is DirKind.VDIR:
+            assert d.slug is not None and d.doc_id is not None
+            versions = await self._versions(d.slug, d.doc_id)
+            if d.listing_token is not versions:
+                self._build_vdir(d, versions)
+        return d.children
+
+    def _build_root(self, d: DirNode, teams: list[Team]) -> None:
+        names = assign_names(NameRequest(t.slug, t.slug, 0.0, t.id) for t in teams)
+        children: dict[str, Node] = {}
+        for team in teams:
+            name = names[team.slug]
+            node = self._get_dir_node(
+                ("team", team.slug),
+                lambda ino, t=team, n=name: DirNode(
+                    ino, n, d, DirKind.TEAM, slug=t.slug, entity_id=t.id, mtime=self.started
+                ),
+            )
+            node.name, node.parent, node.entity_id = name, d, team.id
+            children[name] = node
+        self._replace_children(d, children)
+        d.listing_token = teams
+
+    def _build_team(self, d: DirNode, projects: list[Project]) -> None:
+        slug = d.slug or ""
+        names = assign_names(NameRequest(p.id, p.name, p.created or 0.0, p.id) for p in projects)
+        children: dict[str, Node] = {}
+        for project in projects:
+            name = names[project.id]
+            node = self._get_dir_node(
+                ("project", slug, project.id),
+                lambda ino, p=project, n=name: DirNode(
+                    ino, n, d, DirKind.PROJECT, slug=slug, pid=p.id, entity_id=p.id
+                ),
+            )
+            node.name, node.parent = name, d
+            node.writable = project.has_write_access
+            node.mtime = project.changed or project.created or self.started
+            children[name] = node
+        self._replace_children(d, children)
+        d.listing_token = projects
+
+    def _build_docs_dir(self, d: DirNode, listing: ProjectListing) -> None:
+        slug, pid = d.slug or "", d.pid or ""
+        here = d.folder_id
+        folders = [
+            f
+            for f in listing.folders.values()
+            if (f.parent if f.parent in listing.folders else None) == here
+        ]
+        docs = [
+            a
+            for a in listing.docs.values()
+            if listing.doc_folder.get(a.id) == here and a.id not in d.hidden
+        ]
+        for orphan in self.orphans.pop((slug, pid, here or ""), []):
+            orphan.parent = d
+            d.overlay.setdefault(orphan.name, orphan)
+        reserved = [VERSIONS_DIR, *d.overlay.keys()]
+        folder_names = assign_names(
+            (NameRequest("f:" + f.id, f.name, 0.0, f.id) for f in folders), reserved
+        )
+        doc_names = assign_names(
+            (NameRequest(a.id, a.file_name, a.created_at or 0.0, a.id) for a in docs),
+            [*reserved, *folder_names.values()],
+        )
+        children: dict[str, Node] = {}
+        for folder in folders:
+            name = folder_names["f:" + folder.id]
+            node = self._get_dir_node(
+                ("folder", slug, pid, folder.id),
+                lambda ino, f=folder, n=name: DirNode(
+                    ino, n, d, DirKind.FOLDER, slug=slug, pid=pid, folder_id=f.id, entity_id=f.id
+                ),
+            )
+            node.name, node.parent, node.writable, node.mtime = name, d, d.writable, d.mtime
+            children[name] = node
+        present: set[str] = set()
+        for doc in docs:
+            name = doc_names[doc.id]
+            present.add(doc.id)
+            node = self.doc_nodes.get(doc.id)
+            if node is None or node.removed:
+                node = self._new_file_node(d, name, f"doc:{doc.id}")
+                node.doc = doc
+                self.doc_nodes[doc.id] = node
+                self._attach_pending(node)
+            else:
+                self._update_doc(node, doc)
+            node.name, node.parent = name, d
+            children[name] = node
+        # Documents that vanished from the server: keep them only while local data is pending.
+        for old in list(d.children.values()):
+            if (
+                isinstance(old, FileNode)
+                and old.doc is not None
+                and old.doc.id not in present
+                and old.parent is d
+                and not old.local_only
+                and old.name not in d.overlay
+            ):
+                if old.local is not None and not self._upload_done(old):
+                    children.setdefault(old.name, old)
+                elif old.doc.id not in listing.docs:
+                    self._mark_removed(old)
+        versions = self._get_dir_node(
+            ("versions", slug, pid, here or ""),
+            lambda ino: DirNode(
+                ino, VERSIONS_DIR, d, DirKind.VERSIONS, slug=slug, pid=pid, folder_id=here
+            ),
+        )
+        versions.mtime = d.mtime
+        children[VERSIONS_DIR] = versions
+        for name, node in d.overlay.items():
+            children[name] = node
+        self._replace_children(d, children)
+        d.listing_token = listing
+
+    def _upload_done(self, node: FileNode) -> bool:
+        return not self.journal.by_key(node.key) and (node.local is None or not node.local.dirty)
+
+    def _update_doc(self, node: FileNode, doc: Attachment) -> None:
+        old = node.doc
+        node.doc = doc
+        if old is not None and (old.hash, old.version, old.size) != (
+            doc.hash,
+            doc.version,
+            doc.size,
+        ):
+            # Changed on the server: drop the kernel's attributes and pages for it.
+            node.kernel_key = None
+            if node.local is None:
+                self.invalidate_inode(node.ino)
+
+    def _mark_removed(self, node: Node) -> None:
+        node.removed = True
+        if (
+            isinstance(node, FileNode)
+            and node.doc is not None
+            and self.doc_nodes.get(node.doc.id) is node
+        ):
+            del self.doc_nodes[node.doc.id]
+
+    def _replace_children(self, d: DirNode, children: dict[str, Node]) -> None:
+        for name, old in d.children.items():
+            if children.get(name) is not old and old.parent is d and old not in children.values():
+                if not (isinstance(old, FileNode) and old.doc is not None):
+                    old.removed = old.removed or not isinstance(old, FileNode)
+                self.invalidate_entry(d.ino, name)
+        d.children = children
+
+    def _build_versions_dir(self, d: DirNode) -> None:
+        parent = d.parent
+        assert parent is not None
+        children: dict[str, Node] = {}
+        for name, node in parent.children.items():
+            if not isinstance(node, FileNode) or node.doc is None or node.local_only:
+                continue
+            doc = node.doc
+            vdir = self._get_dir_node(
+                ("vdir", d.slug or "", doc.id),
+                lambda ino, n=name, a=doc: DirNode(
+                    ino, n, d, DirKind.VDIR, slug=d.slug, pid=d.pid, doc_id=a.id, entity_id=a.id
+                ),
+            )
+            vdir.name, vdir.parent = name, d
+            vdir.writable = parent.writable and node.doc.rights.delete
+            vdir.mtime = doc.mtime
+            if vdir.listing_token is not None and vdir.children:
+                # A newer version on the server invalidates the version list too.
+                latest = max(
+                    (
+                        c.version.version
+                        for c in vdir.children.values()
+                        if isinstance(c, FileNode) and c.version is not None
+                    ),
+                    default=0,
+                )
+                if latest != doc.version:
+                    self.meta.invalidate(("versions", d.slug or "", doc.id))
+            children[name] = vdir
+        self._replace_children(d, children)
+
+    def _build_vdir(self, d: DirNode, versions: list[Attachment]) -> None:
+        children: dict[str, Node] = {}
+        for version in versions:
+            name = version_file_name(d.name, version.version)
+            key = ("ver", d.slug or "", version.id, str(version.version))
+            node = self.key_nodes.get("|".join(key))
+            if node is None or node.removed:
+                node = self._new_file_node(d, name, "|".join(key))
+            node.version = version
+            node.name, node.parent = name, d
+            children[name] = node
+        self._replace_children(d, children)
+        d.listing_token = versions
+
+    # ------------------------------------------------------------------ attributes
+
+    def _file_mode(self, node: FileNode) -> int:
+        if node.local_only:
+            return stat.S_IFREG | 0o644
+        server = node.server
+        readable = server is None or server.rights.download or node.local is not None
+        mode = stat.S_IFREG | (0o444 if readable else 0)
+        if self._file_writable(node):
+            mode |= 0o200
+        return mode
+
+    def _file_writable(self, node: FileNode) -> bool:
+        if node.local_only:
+            return True
+        if node.is_version_file or self.config.read_only:
+            return False
+        parent = node.parent
+        if parent is None or not parent.writable:
+            return False
+        return node.doc is None or node.doc.rights.update
+
+    def attr(self, node: Node) -> Attr:
+        """The attributes of a node as ``stat`` shows them."""
+        uid, gid = self.config.uid, self.config.gid
+        if isinstance(node, DirNode):
+            mode = DIR_MODE_RW if self._dir_mode_writable(node) else DIR_MODE_RO
+            return Attr(node.ino, mode, 0, node.mtime, node.mtime, nlink=2, uid=uid, gid=gid)
+        assert isinstance(node, FileNode)
+        if node.local is not None:
+            size, mtime = node.local.size, node.local.mtime
+        elif node.server is not None:
+            size, mtime = node.server.size, node.server.mtime
+        else:
+            size, mtime = 0, node.created
+        return Attr(node.ino, self._file_mode(node), size, mtime, mtime, uid=uid, gid=gid)
+
+    def _dir_mode_writable(self, d: DirNode) -> bool:
+        if self.config.read_only:
+            return False
+        if d.kind is DirKind.VDIR:
+            return d.writable
+        return self._writable_dir(d)
+
+    async def getattr(self, ino: int) -> Attr:
+        node = self._node(ino)
+        if isinstance(node, FileNode) and node.parent is not None and node.local is None:
+            # Refresh the directory so a changed document shows its new size after the TTL.
+            with contextlib.suppress(ApiError):
+                await self.children(node.parent)
+        return self.attr(node)
+
+    async def lookup(self, parent_ino: int, name: str) -> Attr:
+        """Find ``name`` in a directory; counts a kernel lookup on success."""
+        d = self._dir(parent_ino)
+        if name == ".":
+            node: Node = d
+        elif name == "..":
+            node = d.parent or d
+        else:
+            entries = await self.children(d)
+            found = entries.get(name)
+            if found is None:
+                raise FsError(errno.ENOENT)
+            node = found
+        node.lookups += 1
+        return self.attr(node)
+
+    def forget(self, ino: int, nlookup: int) -> None:
+        node = self.inodes.maybe(ino)
+        if node is None or ino == InodeTable.ROOT:
+            return
+        node.lookups = max(0, node.lookups - nlookup)
+        if node.lookups == 0 and node.removed and not self._has_handles(node):
+            self.inodes.drop(ino)
+
+    def _has_handles(self, node: Node) -> bool:
+        return isinstance(node, FileNode) and node.open_count > 0
+
+    async def listdir(self, ino: int) -> list[tuple[str, Attr]]:
+        """A snapshot of a directory's entries with their attributes."""
+        d = self._dir(ino)
+        entries = await self.children(d)
+        return [(name, self.attr(node)) for name, node in sorted(entries.items())]
+
+    # ------------------------------------------------------------------ statfs
+
+    async def statfs(self) -> dict[str, int]:
+        total, used = UNKNOWN_QUOTA, 0
+        team_slug = self.config.team
+        teams: list[Team] = []
+        with contextlib.suppress(ApiError):
+            teams = await self._teams()
+        chosen = [t for t in teams if team_slug is None or t.slug == team_slug]
+        quotas = [t.total_storage for t in chosen if t.total_storage]
+        if quotas and len(quotas) == len(chosen):
+            total = sum(q for q in quotas if q)
+            used = sum(t.used_storage or 0 for t in chosen)
+        free = max(total - used, BLOCK)
+        return {
+            "bsize": BLOCK,
+            "frsize": BLOCK,
+            "blocks": math.ceil(total / BLOCK),
+            "bfree": free // BLOCK,
+            "bavail": free // BLOCK,
+            "files": 1_000_000,
+            "ffree": 1_000_000,
+            "namemax": 255,
+        }
+
+    # ------------------------------------------------------------------ open / read
+
+    def _check_open(self, node: FileNode, write: bool) -> None:
+        if node.removed and node.open_count == 0 and node.parent is None:
+            raise FsError(errno.ENOENT)
+        if write:
+            if self.config.read_only:
+                raise FsError(errno.EROFS)
+            if not self._file_writable(node):
+                raise FsError(errno.EACCES, f"{node.path()}: no update right")
+        else:
+            server = node.server
+            if (
+                node.local is None
+                and not node.local_only
+                and server is not None
+                and not server.rights.download
+            ):
+                raise FsError(errno.EACCES, f"{node.path()}: no download right")
+
+    def _content_key(self, node: FileNode) -> ContentKey | None:
+        server = node.server
+        if server is None:
+            return None
+        return ContentKey(server.id, server.version, server.hash, server.size)
+
+    def _fetcher(self, node: FileNode) -> Callable[[int, int], Any]:
+        server = node.server
+        assert server is not None and node.parent is not None
+        slug = node.parent.slug or ""
+        aid, version = server.id, server.version
+
+        def fetch(start: int, end: int) -> Any:
+            return self.client.open_download(slug, aid, version=version, start=start, end=end)
+
+        return fetch
+
+    async def open(self, ino: int, flags: int) -> tuple[int, bool]:
+        """Open a file; returns (fh, keep_cache). Nothing is downloaded here."""
+        node = self._file(ino)
+        accmode = flags & os.O_ACCMODE
+        write = accmode in (os.O_WRONLY, os.O_RDWR)
+        self._check_open(node, write)
+        if not write and flags & os.O_TRUNC:
+            raise FsError(errno.EACCES)
+        handle = Handle(self._new_fh(), node, write)
+        keep_cache = False
+        if write:
+            await self._make_local(node, truncate=bool(flags & os.O_TRUNC))
+            node.local.writers += 1  # type: ignore[union-attr]
+        elif node.local is None and not (node.local_only and node.doc is None):
+            key = self._content_key(node)
+            if key is not None and key.size > 0:
+                handle.cached = self.content.open(key, self._fetcher(node))
+                keep_cache = node.kernel_key == key
+                node.kernel_key = key
+        if node.local is not None:
+            keep_cache = False
+            node.kernel_key = None
+        node.open_count += 1
+        self.handles[handle.fh] = handle
+        return handle.fh, keep_cache
+
+    def _new_fh(self) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        return fh
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
+        handle = self._handle(fh)
+        node = handle.node
+        local = node.local
+        if local is not None:
+            if local.fd is not None:
+                return os.pread(local.fd, size, offset)
+            if handle.local_fd is None or handle.local_path != local.path:
+                # Opened before the local copy existed, or a later save moved it: follow it.
+                if handle.local_fd is not None:
+                    os.close(handle.local_fd)
+                handle.local_fd = os.open(local.path, os.O_RDONLY)
+                handle.local_path = local.path
+            return os.pread(handle.local_fd, size, offset)
+        if handle.cached is None:
+            server = node.server
+            if server is None or server.size == 0:
+                return b""
+            key = self._content_key(node)
+            assert key is not None
+            handle.cached = self.content.open(key, self._fetcher(node))
+        return await self.content.read(handle.cached, offset, size)
+
+    def _handle(self, fh: int) -> Handle:
+        handle = self.handles.get(fh)
+        if handle is None:
+            raise FsError(errno.EBADF)
+        return handle
+
+    # ------------------------------------------------------------------ local data
+
+    async def _make_local(self, node: FileNode, truncate: bool) -> LocalData:
+        """Give the node an uncommitted local copy to write into (copy on write)."""
+        local = node.local
+        if local is not None and not local.committed:
+            if truncate:
+                assert local.fd is not None
+                os.ftruncate(local.fd, 0)
+                local.size = 0
+                local.dirty = True
+                local.mtime = time.time()
+            return local
+        path = self.local_dir / uuid.uuid4().hex if node.local_only else self.journal.staging_path()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            size = 0
+            if not truncate:
+                size = await self._copy_current(node, fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+        old_writers = local.writers if local is not None else 0
+        node.local = LocalData(
+            path=Path(path),
+            size=size,
+            mtime=time.time(),
+            fd=fd,
+            writers=old_writers,
+            dirty=truncate and (node.server is None or node.server.size > 0 or local is not None),
+        )
+        if truncate:
+            node.local.dirty = True
+        return node.local
+
+    async def _copy_current(self, node: FileNode, fd: int) -> int:
+        """Copy the node's current bytes (local or server) into ``fd``; returns the size."""
+        if node.local is not None:
+            src = os.open(node.local.path, os.O_RDONLY)
+            try:
+                return _copy_fd(src, fd)
+            finally:
+                os.close(src)
+        key = self._content_key(node)
+        if key is None or key.size == 0:
+            return 0
+        server = node.server
+        assert server is not None
+        if not server.rights.download:
+            raise FsError(errno.EACCES, f"{node.path()}: no download right to edit in place")
+        cached = self.content.open(key, self._fetcher(node))
+        try:
+            path = await self.content.ensure_complete(cached)
+            src = os.open(path, os.O_RDONLY)
+            try:
+                return _copy_fd(src, fd)
+            finally:
+                os.close(src)
+        finally:
+            self.content.close(cached)
+
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        handle = self._handle(fh)
+        if not handle.writable:
+            raise FsError(errno.EBADF)
+        node = handle.node
+        local = await self._make_local(node, truncate=False)
+        assert local.fd is not None
+        written = os.pwrite(local.fd, data, offset)
+        local.size = max(local.size, offset + written)
+        local.dirty = True
+        local.mtime = time.time()
+        self.uploader.touch(node.key)
+        return written
+
+    async def truncate(self, node: FileNode, size: int, fh: int | None) -> None:
+        if not self._file_writable(node):
+            raise FsError(errno.EACCES if not self.config.read_only else errno.EROFS)
+        local = await self._make_local(node, truncate=size == 0)
+        assert local.fd is not None
+        os.ftruncate(local.fd, size)
+        local.size = size
+        local.dirty = True
+        local.mtime = time.time()
+        if fh is None and node.open_count == 0:
+            await self._commit(node)
+
+    def _upload_meta(self, node: FileNode) -> dict[str, Any]:
+        parent = node.parent
+        assert parent is not None
+        if node.doc is not None:
+            return {
+                "op": "version",
+                "slug": parent.slug,
+                "pid": parent.pid,
+                "aid": node.doc.id,
+                "file_name": node.doc.file_name,
+                "content_type": node.doc.type or self._content_type(node.doc.file_name),
+                "base_version": node.doc.version,
+                "path": node.path(),
+            }
+        return {
+            "op": "create",
+            "slug": parent.slug,
+            "pid": parent.pid,
+            "folder_id": parent.folder_id,
+            "file_name": node.name,
+            "content_type": self._content_type(node.name),
+            "path": node.path(),
+        }
+
+    async def _commit(self, node: FileNode) -> None:
+        """Hand the node's new content to the journal (durable before this returns)."""
+        local = node.local
+        if local is None or not local.dirty or node.local_only or node.removed:
+            return
+        assert local.fd is not None
+        os.fsync(local.fd)
+        entry = self.journal.commit(node.key, self._upload_meta(node), local.path)
+        local.path = entry.data_path
+        local.committed = True
+        local.journal_id = entry.id
+        local.dirty = False
+        os.close(local.fd)
+        local.fd = None
+        self.uploader.notify()
+
+    async def flush(self, fh: int) -> None:
+        handle = self._handle(fh)
+        if handle.writable:
+            await self._commit(handle.node)
+
+    async def fsync(self, fh: int) -> None:
+        await self.flush(fh)
+
+    async def release(self, fh: int) -> None:
+        handle = self.handles.pop(fh, None)
+        if handle is None:
+            return
+        node = handle.node
+        node.open_count -= 1
+        if handle.cached is not None:
+            self.content.close(handle.cached)
+        if handle.local_fd is not None:
+            os.close(handle.local_fd)
+        if handle.writable and node.local is not None:
+            node.local.writers = max(0, node.local.writers - 1)
+            await self._commit(node)
+        if node.removed and node.open_count == 0:
+            self._discard_local(node)
+            if node.lookups == 0:
+                self.inodes.drop(node.ino)
+
+    def _discard_local(self, node: FileNode) -> None:
+        local = node.local
+        if local is None:
+            return
+        if local.fd is not None:
+            os.close(local.fd)
+            local.fd = None
+        if not local.committed:
+            with contextlib.suppress(OSError):
+                os.unlink(local.path)
+        node.local = None
+
+    # ------------------------------------------------------------------ create
+
+    async def create(self, parent_ino: int, name: str, flags: int) -> tuple[int, Attr]:
+        d = self._dir(parent_ino)
+        entries = await self.children(d)
+        existing = entries.get(name)
+        if existing is not None:
+            if flags & os.O_EXCL:
+                raise FsError(errno.EEXIST)
+            if isinstance(existing, DirNode):
+                raise FsError(errno.EISDIR)
+            fh, _ = await self.open(existing.ino, flags | os.O_TRUNC)
+            existing.lookups += 1
+            return fh, self.attr(existing)
+        node = self._add_new_file(d, name)
+        node.lookups += 1
+        fh, _ = await self.open(node.ino, (flags & ~os.O_CREAT) | os.O_TRUNC)
+        return fh, self.attr(node)
+
+    def _add_new_file(self, d: DirNode, name: str) -> FileNode:
+        if len(name.encode()) > 255:
+            raise FsError(errno.ENAMETOOLONG)
+        if name == VERSIONS_DIR and d.holds_documents:
+            raise FsError(errno.EEXIST)
+        local_only = self.local_only(name)
+        if not local_only:
+            if self.config.read_only:
+                raise FsError(errno.EROFS)
+            if not self._writable_dir(d):
+                raise FsError(errno.EACCES, f"{d.path()}: no write access")
+        elif not d.holds_documents:
+            raise FsError(errno.EACCES)
+        detached = None if local_only else d.detached.pop(name, None)
+        if detached is not None and detached in self.doc_nodes:
+            # vim's backup rename: the new file under the old name is a new version.
+            node = self.doc_nodes[detached]
+            node.name, node.parent, node.local_only, node.removed = name, d, False, False
+            node.key = f"doc:{detached}"
+            self.key_nodes[node.key] = node
+            d.hidden.discard(detached)
+            d.overlay.pop(name, None)
+            d.children[name] = node
+            return node
+        key = f"local:{uuid.uuid4().hex}" if local_only else f"new:{uuid.uuid4().hex}"
+        node = self._new_file_node(d, name, key)
+        node.local_only = local_only
+        d.overlay[name] = node
+        d.children[name] = node
+        return node
+
+    # ------------------------------------------------------------------ setattr
+
+    async def setattr(self, ino: int, size: int | None, fh: int | None) -> Attr:
+        node = self._node(ino)
+        if size is not None:
+            if not isinstance(node, FileNode):
+                raise FsError(errno.EISDIR)
+            await self.truncate(node, size, fh)
+        # chmod, chown and utimes are accepted and do nothing on the server.
+        return self.attr(node)
+
+    # ------------------------------------------------------------------ unlink / rmdir / mkdir
+
+    async def unlink(self, parent_ino: int, name: str) -> None:
+        d = self._dir(parent_ino)
+        entries = await self.children(d)
+        node = entries.get(name)
+        if node is None:
+            raise FsError(errno.ENOENT)
+        if isinstance(node, DirNode):
+            raise FsError(errno.EISDIR)
+        assert isinstance(node, FileNode)
+        if node.is_version_file:
+            await self._delete_version(d, node)
+        elif node.local_only:
+            await self._unlink_local_only(d, node)
+        elif node.doc is None:
+            self._drop_pending(node)
+        else:
+            if self.config.read_only:
+                raise FsError(errno.EROFS)
+            if not d.writable or not node.doc.rights.delete:
+                raise FsError(errno.EACCES, f"{node.path()}: no delete right")
+            await self.client.delete_attachment(d.slug or "", node.doc.id)
+            self._drop_pending(node)
+            self._invalidate_listing(d)
+        self._remove_entry(d, name, node)
+
+    def _remove_entry(self, d: DirNode, name: str, node: Node) -> None:
+        if d.children.get(name) is node:
+            del d.children[name]
+        if d.overlay.get(name) is node:
+            del d.overlay[name]
+        node.removed = True
+        if isinstance(node, FileNode):
+            if node.doc is not None and self.doc_nodes.get(node.doc.id) is node:
+                del self.doc_nodes[node.doc.id]
+            if node.open_count == 0:
+                self._discard_local(node)
+        self.invalidate_entry(d.ino, name)
+
+    def _drop_pending(self, node: FileNode) -> None:
+        """The user removed a file: its not-yet-sent content goes with it."""
+        for entry in self.journal.by_key(node.key):
+            if entry.state == "uploading":
+                node.deleted = True
+            else:
+                self.journal.discard(entry.id)
+
+    async def _unlink_local_only(self, d: DirNode, node: FileNode) -> None:
+        origin = getattr(node, "detached_from", None)
+        if origin is not None and node.doc is not None:
+            home, old_name = origin
+            if home.detached.get(old_name) == node.doc.id:
+                # `mv doc doc~ && rm doc~` with nothing put back: the document is deleted.
+                del home.detached[old_name]
+                if self._writable_dir(home) and node.doc.rights.delete:
+                    await self.client.delete_attachment(home.slug or "", node.doc.id)
+                    self._invalidate_listing(home)
+                home.hidden.discard(node.doc.id)
+
+    async def _delete_version(self, d: DirNode, node: FileNode) -> None:
+        if self.config.read_only:
+            raise FsError(errno.EROFS)
+        version = node.version
+        assert version is not None and d.parent is not None
+        if not d.writable or not version.rights.delete:
+            raise FsError(errno.EACCES, f"{node.path()}: no delete right")
+        versions = await self._versions(d.slug or "", version.id)
+        if len(versions) <= 1:
+            raise FsError(errno.EPERM, "the only version of a document cannot be deleted")
+        try:
+            await self.client.delete_version(d.slug or "", version.id, version.version)
+        except ConflictError as exc:
+            raise FsError(errno.EPERM, str(exc)) from exc
+        self.meta.invalidate(("versions", d.slug or "", version.id))
+        self._invalidate_listing(d.parent.parent)
+
+    async def mkdir(self, parent_ino: int, name: str) -> Attr:
+        d = self._dir(parent_ino)
+        if self.config.read_only:
+            raise FsError(errno.EROFS)
+        if not self._writable_dir(d):
+            raise FsError(errno.EACCES)
+        entries = await self.children(d)
+        if name in entries:
+            raise FsError(errno.EEXIST)
+        if name == VERSIONS_DIR or safe_name(name) != name:
+            raise FsError(errno.EINVAL, f"{name!r} cannot be a document folder name")
+        folder = await self.client.create_folder(d.slug or "", d.pid or "", name, d.folder_id)
+        self._invalidate_listing(d)
+        entries = await self.children(d)
+        node = entries.get(name)
+        if node is None:
+            node = self._get_dir_node(
+                ("folder", d.slug or "", d.pid or "", folder.id),
+                lambda ino: DirNode(
+                    ino,
+                    name,
+                    d,
+                    DirKind.FOLDER,
+                    slug=d.slug,
+                    pid=d.pid,
+                    folder_id=folder.id,
+                    entity_id=folder.id,
+                    writable=d.writable,
+                    mtime=time.time(),
+                ),
+            )
+            d.children[name] = node
+        node.lookups += 1
+        return self.attr(node)
+
+    async def rmdir(self, parent_ino: int, name: str) -> None:
+        d = self._dir(parent_ino)
+        entries = await self.children(d)
+        node = entries.get(name)
+        if node is None:
+            raise FsError(errno.ENOENT)
+        if not isinstance(node, DirNode):
+            raise FsError(errno.ENOTDIR)
+        if node.kind is not DirKind.FOLDER:
+            raise FsError(errno.EACCES if node.kind is not DirKind.VERSIONS else errno.EBUSY)
+        if self.config.read_only:
+            raise FsError(errno.EROFS)
+        inner = await self.children(node)
+        if any(n != VERSIONS_DIR for n in inner):
+            raise FsError(errno.ENOTEMPTY)
+        try:
+            await self.client.delete_folder(d.slug or "", node.folder_id or "")
+        except ConflictError as exc:
+            raise FsError(errno.ENOTEMPTY) from exc
+        self._invalidate_listing(d)
+        self._remove_entry(d, name, node)
+
+    # ------------------------------------------------------------------ rename
+
+    async def rename(self, old_ino: int, old: str, new_ino: int, new: str, flags: int) -> None:
+        d1, d2 = self._dir(old_ino), self._dir(new_ino)
+        src_entries = await self.children(d1)
+        src = src_entries.get(old)
+        if src is None:
+            raise FsError(errno.ENOENT)
+        if flags:
+            raise FsError(errno.EINVAL, "rename flags are not supported")
+        if d1.kind in (DirKind.VERSIONS, DirKind.VDIR) or d2.kind in (
+            DirKind.VERSIONS,
+            DirKind.VDIR,
+        ):
+            raise FsError(errno.EACCES, "versions/ is read-only")
+        if not d1.holds_documents or not d2.holds_documents:
+            raise FsError(errno.EACCES)
+        if (d1.slug, d1.pid) != (d2.slug, d2.pid):
+            raise FsError(errno.EXDEV)
+        if isinstance(src, DirNode):
+            raise FsError(errno.EXDEV, "document folders are moved by copying")
+        assert isinstance(src, FileNode)
+        dst_entries = await self.children(d2)
+        dst = dst_entries.get(new)
+        if dst is src:
+            return
+        if isinstance(dst, DirNode):
+            raise FsError(errno.EISDIR)
+        new_local = self.local_only(new)
+        if not (src.local_only and new_local) and self.config.read_only:
+            raise FsError(errno.EROFS)
+        if new_local:
+            await self._rename_to_local_only(d1, src, d2, new, dst)
+        elif dst is not None:
+            assert isinstance(dst, FileNode)
+            await self._rename_over(d1, src, d2, new, dst)
+        else:
+            await self._rename_to_new_name(d1, src, d2, new)
+
+    def _move_node(self, d1: DirNode, node: FileNode, d2: DirNode, new: str, overlay: bool) -> None:
+        old = node.name
+        if d1.children.get(old) is node:
+            del d1.children[old]
+        if d1.overlay.get(old) is node:
+            del d1.overlay[old]
+        node.name, node.parent = new, d2
+        d2.children[new] = node
+        if overlay:
+            d2.overlay[new] = node
+        self.invalidate_entry(d1.ino, old)
+
+    async def _rename_to_local_only(
+        self, d1: DirNode, src: FileNode, d2: DirNode, new: str, dst: Node | None
+    ) -> None:
+        if isinstance(dst, FileNode):
+            self._remove_entry(d2, new, dst)
+        if not src.local_only:
+            if src.doc is not None:
+                # The document stays on the server, out of sight under its old name; a file
+                # created there again becomes its next version (vim backupcopy=no).
+                d1.detached[src.name] = src.doc.id
+                d1.hidden.add(src.doc.id)
+                src.detached_from = (d1, src.name)  # type: ignore[attr-defined]
+            else:
+                # A new, never-sent file turned into a temp file: keep its bytes here only.
+                for entry in self.journal.by_key(src.key):
+                    if entry.state != "uploading":
+                        self._adopt_entry_locally(src, entry)
+            src.local_only = True
+        self._move_node(d1, src, d2, new, overlay=True)
+
+    def _adopt_entry_locally(self, node: FileNode, entry: JournalEntry) -> None:
+        target = self.local_dir / uuid.uuid4().hex
+        shutil.copyfile(entry.data_path, target)
+        if node.local is not None and node.local.journal_id == entry.id:
+            node.local.path = target
+            node.local.committed = False
+            node.local.journal_id = None
+        self.journal.discard(entry.id)
+
+    async def _rename_to_new_name(self, d1: DirNode, src: FileNode, d2: DirNode, new: str) -> None:
+        if not self._writable_dir(d2):
+            raise FsError(errno.EACCES)
+        detached = d2.detached.pop(new, None)
+        if src.local_only:
+            if detached is not None and src.doc is not None and src.doc.id == detached:
+                # The backup goes back to its own name: undo the detach, nothing to send.
+                src.local_only = False
+                d2.hidden.discard(detached)
+                self._move_node(d1, src, d2, new, overlay=False)
+                if src.local is not None and src.local.dirty:
+                    await self._commit(src)
+                return
+            if src.local is None:
+                await self._make_local(src, truncate=False)
+            src.local_only = False
+            if detached is not None and detached in self.doc_nodes:
+                self._take_identity(src, self.doc_nodes[detached])
+            else:
+                src.doc = None
+                src.key = f"new:{uuid.uuid4().hex}"
+                self.key_nodes[src.key] = src
+            self._move_node(d1, src, d2, new, overlay=src.doc is None)
+            await self._commit_now(src)
+            return
+        if src.doc is None:
+            # Not sent yet: the upload simply goes out under the new name / folder.
+            if detached is not None and detached in self.doc_nodes:
+                self._take_identity(src, self.doc_nodes[detached])
+                self._rekey_entries(src)
+                self._move_node(d1, src, d2, new, overlay=False)
+            else:
+                self._move_node(d1, src, d2, new, overlay=True)
+                self._rekey_entries(src)
+            return
+        if d1 is not d2:
+            raise FsError(errno.EXDEV, "moving a document between folders is done by copying")
+        if not src.doc.rights.update:
+            raise FsError(errno.EACCES)
+        updated = await self.client.update_attachment(d1.slug or "", src.doc.id, file_name=new)
+        src.doc = updated
+        self._move_node(d1, src, d2, new, overlay=False)
+        self._rekey_entries(src)
+        self._invalidate_listing(d1)
+
+    def _take_identity(self, src: FileNode, target: FileNode) -> None:
+        """``src`` becomes the node of ``target``'s document (its next version)."""
+        src.doc = target.doc
+        src.key = target.key
+        self.key_nodes[src.key] = src
+        if target.doc is not None:
+            self.doc_nodes[target.doc.id] = src
+            if target.parent is not None:
+                target.parent.hidden.discard(target.doc.id)
+        if target is not src:
+            target.removed = True
+
+    def _rekey_entries(self, node: FileNode) -> None:
+        """Point the node's not-yet-sent journal entries at its current identity and name."""
+        if node.local is None or node.local.journal_id is None:
+            return
+        entry = self.journal.get(node.local.journal_id)
+        if entry is None or entry.state == "uploading":
+            return
+        if entry.key != node.key:
+            for stale in self.journal.by_key(node.key):
+                if stale.state != "uploading" and stale.id != entry.id:
+                    self.journal.discard(stale.id)
+            self.journal.rekey(entry.id, node.key)
+        self.journal.update_meta(entry.id, self._upload_meta(node))
+
+    async def _commit_now(self, node: FileNode) -> None:
+        local = node.local
+        if local is None:
+            return
+        if local.committed:
+            self._rekey_entries(node)
+            return
+        local.dirty = True
+        if local.fd is None:
+            local.fd = os.open(local.path, os.O_RDWR)
+        if not str(local.path).startswith(str(self.journal_dir)):
+            staging = self.journal.staging_path()
+            os.close(local.fd)
+            shutil.move(local.path, staging)
+            local.path = Path(staging)
+            local.fd = os.open(local.path, os.O_RDWR)
+        await self._commit(node)
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.journal.staging_path().parent
+
+    async def _rename_over(
+        self, d1: DirNode, src: FileNode, d2: DirNode, new: str, dst: FileNode
+    ) -> None:
+        if dst.local_only:
+            # Overwriting a temp file with a real one: the temp goes away locally.
+            self._remove_entry(d2, new, dst)
+            await self._rename_to_new_name(d1, src, d2, new)
+            return
+        if not self._file_writable(dst):
+            raise FsError(errno.EACCES, f"{dst.path()}: no update right")
+        if src.doc is not None and not src.local_only and src.local is None:
+            # A document already on the server replaces another: copy its bytes as the
+            # target's new version, then delete the source document.
+            if not self._writable_dir(d1) or not src.doc.rights.delete:
+                raise FsError(errno.EACCES)
+            staging = self.journal.staging_path()
+            fd = os.open(staging, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                size = await self._copy_current(src, fd)
+            except BaseException:
+                os.close(fd)
+                os.unlink(staging)
+                raise
+            self._discard_pending_of(dst)
+            dst.local = LocalData(Path(staging), size, time.time(), fd=fd, dirty=True)
+            await self._commit(dst)
+            await self.client.delete_attachment(d1.slug or "", src.doc.id)
+            self._remove_entry(d1, src.name, src)
+            self._invalidate_listing(d1)
+            return
+        # Local bytes (a new file, a temp file, or a document with unsent changes) become the
+        # target's next version: the source node takes over the target's identity.
+        self._discard_pending_of(dst)
+        was_doc_with_changes = src.doc is not None and not src.local_only
+        if was_doc_with_changes and src.doc is not None:
+            # The source document itself still exists on the server; its unsent bytes move.
+            if not self._writable_dir(d1) or not src.doc.rights.delete:
+                raise FsError(errno.EACCES)
+            await self.client.delete_attachment(d1.slug or "", src.doc.id)
+            self._invalidate_listing(d1)
+        if src.local is None:
+            await self._make_local(src, truncate=False)
+        src.local_only = False
+        self._remove_entry(d2, new, dst)
+        dst.removed = True
+        self._take_identity(src, dst)
+        if dst.doc is None:
+            src.doc = None
+        self._move_node(d1, src, d2, new, overlay=src.doc is None)
+        if src.local is not None and not src.local.committed and src.open_count == 0:
+            await self._commit_now(src)
+        else:
+            self._rekey_entries(src)
+
+    def _discard_pending_of(self, node: FileNode) -> None:
+        """The node's content is being replaced as a whole: unsent older saves are dropped."""
+        for entry in self.journal.by_key(node.key):
+            if entry.state != "uploading":
+                self.journal.discard(entry.id)
+        if node.local is not None and node.open_count == 0:
+            self._discard_local(node)
+
+    # ------------------------------------------------------------------ uploads
+
+    async def _upload(self, entry: JournalEntry, progress: Callable[[int], None]) -> None:
+        """Send one journal entry (called by the uploader, retried by it)."""
+        meta = entry.meta
+        slug = meta["slug"]
+        if meta.get("op") == "create":
+            att = await self.client.create_attachment(
+                slug,
+                meta["pid"],
+                entry.data_path,
+                file_name=meta["file_name"],
+                content_type=meta.get("content_type") or "application/octet-stream",
+                folder_id=meta.get("folder_id"),
+                progress=progress,
+            )
+            new_key = f"doc:{att.id}"
+            for other in self.journal.by_key(entry.key):
+                if other.id != entry.id:
+                    self.journal.rekey(other.id, new_key)
+                    self.journal.update_meta(
+                        other.id,
+                        {**other.meta, "op": "version", "aid": att.id, "base_version": att.version},
+                    )
+        else:
+            att = await self.client.create_version(
+                slug,
+                meta["aid"],
+                entry.data_path,
+                file_name=meta["file_name"],
+                content_type=meta.get("content_type") or "application/octet-stream",
+                progress=progress,
+                known_version=meta.get("base_version"),
+            )
+            new_key = entry.key
+        node = self.key_nodes.get(entry.key)
+        self.meta.invalidate(("versions", slug, att.id))
+        if node is None:
+            self.meta.invalidate(("listing", slug, meta.get("pid", "")))
+            return
+        if node.deleted:
+            with contextlib.suppress(NotFoundError):
+                await self.client.delete_attachment(slug, att.id)
+            return
+        node.doc = att
+        if new_key != node.key:
+            self.key_nodes.pop(node.key, None)
+            node.key = new_key
+            self.key_nodes[new_key] = node
+        self.doc_nodes[att.id] = node
+        parent = node.parent
+        if parent is not None and parent.overlay.get(node.name) is node:
+            del parent.overlay[node.name]
+        local = node.local
+        if local is not None and local.committed and local.journal_id == entry.id:
+            node.local = None
+            node.kernel_key = None
+            self.invalidate_inode(node.ino)
+        if parent is not None:
+            self._invalidate_listing(parent)
+
+    # ------------------------------------------------------------------ xattrs
+
+    def _state(self, node: FileNode) -> str:
+        entries = self.journal.by_key(node.key) if node.key else []
+        failed = [e for e in entries if e.state == "failed"]
+        if failed:
+            return f"failed: {failed[-1].reason}"
+        if any(e.state == "uploading" for e in entries):
+            return "uploading"
+        if entries or (node.local is not None and node.local.dirty):
+            return "pending"
+        if node.local_only:
+            return "local"
+        return "synced"
+
+    def _xattrs(self, node: Node) -> dict[str, str]:
+        if isinstance(node, DirNode):
+            out: dict[str, str] = {}
+            if node is self.root and node.kind is DirKind.ROOT:
+                return out
+            if node.entity_id:
+                out[XATTR_PREFIX + "id"] = node.entity_id
+            if node.kind is DirKind.TEAM and node.slug:
+                out[XATTR_PREFIX + "slug"] = node.slug
+            return out
+        assert isinstance(node, FileNode)
+        out = {STATE_XATTR: self._state(node)}
+        server = node.server
+        if server is None:
+            return out
+        out.update(
+            {
+                XATTR_PREFIX + "id": server.id,
+                XATTR_PREFIX + "version": str(server.version),
+                XATTR_PREFIX + "hash": server.hash,
+                XATTR_PREFIX + "type": server.type,
+                XATTR_PREFIX + "attachment_type": server.attachment_type,
+                XATTR_PREFIX + "classification": server.classification,
+                XATTR_PREFIX + "tag": server.tag,
+                XATTR_PREFIX + "creator": server.creator.label if server.creator else "",
+                XATTR_PREFIX + "changed_by": server.changed_by.label if server.changed_by else "",
+                XATTR_PREFIX + "created": _iso(server.created_at),
+                XATTR_PREFIX + "changed": _iso(server.changed),
+            }
+        )
+        return out
+
+    async def listxattr(self, ino: int) -> list[str]:
+        return sorted(self._xattrs(self._node(ino)))
+
+    async def getxattr(self, ino: int, name: str) -> bytes:
+        node = self._node(ino)
+        if name == STATUS_XATTR and node is self.root:
+            return json.dumps(self.status()).encode()
+        value = self._xattrs(node).get(name)
+        if value is None:
+            raise FsError(errno.ENODATA)
+        return value.encode()
+
+    async def setxattr(self, ino: int, name: str, value: bytes) -> None:
+        node = self._node(ino)
+        if not isinstance(node, FileNode) or node.doc is None or node.is_version_file:
+            raise FsError(errno.ENOTSUP if not name.startswith(XATTR_PREFIX) else errno.EACCES)
+        if self.config.read_only:
+            raise FsError(errno.EROFS)
+        parent = node.parent
+        assert parent is not None
+        text = value.decode("utf-8", errors="replace").strip("\x00")
+        slug = parent.slug or ""
+        if name == XATTR_PREFIX + "tag":
+            self._require(node.doc.rights.update and parent.writable)
+            node.doc = await self.client.update_attachment(slug, node.doc.id, tag=text)
+        elif name == XATTR_PREFIX + "classification":
+            self._require(node.doc.rights.update and parent.writable)
+            node.doc = await self.client.update_attachment(slug, node.doc.id, classification=text)
+        elif name == XATTR_PREFIX + "release":
+            if text.strip() not in ("1", "true"):
+                raise FsError(errno.EINVAL, "write 1 to release (share) the latest version")
+            self._require(node.doc.rights.share)
+            node.doc = await self.client.release(slug, node.doc.id)
+        elif name.startswith(XATTR_PREFIX) or name == STATE_XATTR:
+            raise FsError(errno.EACCES, f"{name} is read-only")
+        else:
+            raise FsError(errno.ENOTSUP)
+        self._invalidate_listing(parent)
+
+    @staticmethod
+    def _require(ok: bool) -> None:
+        if not ok:
+            raise FsError(errno.EACCES)
+
+    async def removexattr(self, ino: int, name: str) -> None:
+        raise FsError(errno.EACCES if name.startswith("user.bim") else errno.ENODATA)
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        """Transfers, pending and failed uploads and cache use, for ``bimfs status``."""
+        entries = self.journal.entries()
+        return {
+            "mountpoint": str(self.config.mountpoint),
+            "api_url": self.config.api_url,
+            "cache_dir": str(self.config.cache_dir),
+            "pid": os.getpid(),
+            "transfers": self.uploader.transfers(),
+            "pending": sum(1 for e in entries if e.state in ("pending", "uploading")),
+            "failed": [
+                {
+                    "path": e.meta.get("path", ""),
+                    "file_name": e.meta.get("file_name", ""),
+                    "reason": e.reason,
+                    "size": e.size,
+                }
+                for e in entries
+                if e.state == "failed"
+            ],
+            "uploads": [
+                {"path": e.meta.get("path", ""), "state": e.state, "size": e.size} for e in entries
+            ],
+            "cache": self.content.usage(),
+        }
+
+
+def _copy_fd(src: int, dst: int) -> int:
+    total = 0
+    while True:
+        chunk = os.read(src, 1 << 20)
+        if not chunk:
+            return total
+        os.pwrite(dst, chunk, total)
+        total += len(chunk)
+
+
+def _iso(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

@@ -1,0 +1,224 @@
+"""The in-memory tree: directory and file nodes, and the inode table that owns them.
+
+Nodes are long-lived objects: a document keeps its node (and inode number) across listings,
+renames and uploads, so the kernel's view stays consistent. Directory children are rebuilt from
+the server's listing plus the local overlay (files not yet uploaded, local-only temp files).
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bimfs.api.models import Attachment
+
+
+class FsError(Exception):
+    """A POSIX-level refusal decided by the filesystem layer itself."""
+
+    def __init__(self, err: int, message: str = "") -> None:
+        super().__init__(message or os.strerror(err))
+        self.errno = err
+
+
+class DirKind(enum.Enum):
+    ROOT = "root"
+    TEAM = "team"
+    PROJECT = "project"
+    FOLDER = "folder"
+    VERSIONS = "versions"  # versions/ of a project or folder
+    VDIR = "vdir"  # versions/<fileName>/
+
+
+@dataclass(frozen=True, slots=True)
+class Attr:
+    """What ``stat`` shows for a node."""
+
+    ino: int
+    mode: int
+    size: int
+    mtime: float
+    ctime: float
+    nlink: int = 1
+    uid: int = 0
+    gid: int = 0
+
+    @property
+    def blocks(self) -> int:
+        return (self.size + 511) // 512
+
+
+class Node:
+    """Base of all nodes."""
+
+    ino: int
+    name: str
+    parent: DirNode | None
+
+    def __init__(self, ino: int, name: str, parent: DirNode | None) -> None:
+        self.ino = ino
+        self.name = name
+        self.parent = parent
+        self.lookups = 0
+        self.removed = False
+
+    @property
+    def is_dir(self) -> bool:
+        return isinstance(self, DirNode)
+
+    def path(self) -> str:
+        """A readable path for messages."""
+        parts: list[str] = []
+        node: Node | None = self
+        while node is not None and node.parent is not None:
+            parts.append(node.name)
+            node = node.parent
+        return "/" + "/".join(reversed(parts))
+
+
+class DirNode(Node):
+    """A directory: root, team, project, document folder, versions/ or versions/<doc>/."""
+
+    def __init__(
+        self,
+        ino: int,
+        name: str,
+        parent: DirNode | None,
+        kind: DirKind,
+        *,
+        slug: str | None = None,
+        pid: str | None = None,
+        folder_id: str | None = None,
+        doc_id: str | None = None,
+        entity_id: str | None = None,
+        writable: bool = False,
+        mtime: float = 0.0,
+    ) -> None:
+        super().__init__(ino, name, parent)
+        self.kind = kind
+        self.slug = slug
+        self.pid = pid
+        self.folder_id = folder_id
+        self.doc_id = doc_id
+        self.entity_id = entity_id
+        self.writable = writable
+        self.mtime = mtime
+        self.children: dict[str, Node] = {}
+        self.listing_token: object | None = None
+        # Files that exist only here until uploaded (or forever, for local-only names).
+        self.overlay: dict[str, FileNode] = {}
+        # name -> doc id of a document moved away to a local-only name (vim's backup rename):
+        # a file created under that name again becomes a new version of that document.
+        self.detached: dict[str, str] = {}
+        # Server documents hidden here while a local operation on them is in flight.
+        self.hidden: set[str] = set()
+
+    @property
+    def holds_documents(self) -> bool:
+        return self.kind in (DirKind.PROJECT, DirKind.FOLDER)
+
+
+class FileState(enum.Enum):
+    SYNCED = "synced"
+    PENDING = "pending"
+    UPLOADING = "uploading"
+    FAILED = "failed"
+
+
+@dataclass
+class LocalData:
+    """Content of a file that lives on this machine: a staging file being written, a journal
+    entry waiting for upload, or a local-only file. ``committed`` data is owned by the journal
+    and never written again (a new write copies it first)."""
+
+    path: Path
+    size: int
+    mtime: float
+    committed: bool = False
+    journal_id: str | None = None
+    dirty: bool = False
+    fd: int | None = None
+    writers: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class FileNode(Node):
+    """A document (latest version), a version file, a pending new file or a local-only file."""
+
+    def __init__(
+        self,
+        ino: int,
+        name: str,
+        parent: DirNode | None,
+        *,
+        doc: Attachment | None = None,
+        version: Attachment | None = None,
+        key: str = "",
+        local_only: bool = False,
+    ) -> None:
+        super().__init__(ino, name, parent)
+        self.doc = doc
+        self.version = version  # set for read-only version files
+        self.key = key
+        self.local_only = local_only
+        self.local: LocalData | None = None
+        self.open_count = 0
+        self.kernel_key: object | None = None
+        self.failed_reason: str = ""
+        self.deleted = False
+        self.created = 0.0
+
+    @property
+    def is_version_file(self) -> bool:
+        return self.version is not None
+
+    @property
+    def server(self) -> Attachment | None:
+        """The server object whose bytes this file shows when nothing local overrides them."""
+        return self.version if self.version is not None else self.doc
+
+
+class InodeTable:
+    """Maps inode numbers to nodes and hands out new numbers. Numbers are never reused while
+    the mount lives, so the kernel never confuses an old inode with a new node."""
+
+    ROOT = 1
+
+    def __init__(self) -> None:
+        self._nodes: dict[int, Node] = {}
+        self._next = self.ROOT + 1
+
+    def new_ino(self) -> int:
+        ino = self._next
+        self._next += 1
+        return ino
+
+    def add(self, node: Node) -> Node:
+        self._nodes[node.ino] = node
+        return node
+
+    def get(self, ino: int) -> Node:
+        node = self._nodes.get(ino)
+        if node is None:
+            raise FsError(errno.ENOENT, f"no inode {ino}")
+        return node
+
+    def maybe(self, ino: int) -> Node | None:
+        return self._nodes.get(ino)
+
+    def drop(self, ino: int) -> None:
+        self._nodes.pop(ino, None)
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def values(self) -> list[Node]:
+        return list(self._nodes.values())
+
+
+DIR_MODE_RO = stat.S_IFDIR | 0o555
+DIR_MODE_RW = stat.S_IFDIR | 0o755
