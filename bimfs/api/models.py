@@ -125,9 +125,7 @@ class User:
         name = (
             _str(data.get("displayname"))
             or _str(data.get("fullname"))
-            or " ".join(
-                p for p in (_str(data.get("firstname")), _str(data.get("lastname"))) if p
-            )
+            or " ".join(p for p in (_str(data.get("firstname")), _str(data.get("lastname"))) if p)
         )
         return cls(id=_str(data.get("id")), email=_str(data.get("email")), display_name=name)
 
@@ -286,7 +284,9 @@ class FolderNode:
     children: tuple[FolderNode, ...] = ()
 
     @classmethod
-    def from_json(cls, data: Any, call: str = "GET structures", parent: str | None = None) -> FolderNode:
+    def from_json(
+        cls, data: Any, call: str = "GET structures", parent: str | None = None
+    ) -> FolderNode:
         obj = require_object(data, call)
         ident = _require_id(obj, call)
         raw_children = obj.get("children") or []

@@ -37,7 +37,7 @@ def _report(op: str, exc: BaseException) -> int:
         log.log(level, "%s: %s", op, exc)
     elif isinstance(exc, NotFoundError):
         log.debug("%s: %s", op, exc)
-    elif isinstance(exc, ApiError) or isinstance(exc, OSError):
+    elif isinstance(exc, (ApiError, OSError)):
         log.warning("%s failed: %s", op, exc)
     else:
         log.error("%s failed unexpectedly", op, exc_info=exc)
