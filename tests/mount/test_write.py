@@ -1,0 +1,327 @@
+"""Write side through a real mount: every save becomes exactly one version, nothing is lost.
+
+Each test works in a fresh, empty writable project created through the emulator's admin API and
+checks the server afterwards: how many documents and versions exist, and their bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.mount.conftest import Mount
+from tests.support.emulator import Emulator
+
+SLUG = "bimfs-demo"
+CREATE = "POST /v2/{slug}/projects/{pid}/attachments"
+NEW_VERSION = "POST /v2/{slug}/attachments/{id}/versions"
+
+
+class Project:
+    """A fresh writable project and its view through the mount."""
+
+    def __init__(self, emu: Emulator, mount: Mount, name: str) -> None:
+        self.emu = emu
+        self.mount = mount
+        self.json = emu.admin("POST", f"/teams/{SLUG}/projects",
+                              json={"name": name, "hasWriteAccess": True})
+        self.pid = self.json["id"]
+        self.dir = mount.p(SLUG, name)
+
+    def docs(self) -> dict[str, dict[str, Any]]:
+        docs = self.emu.attachments(SLUG, self.pid)
+        names = [d["fileName"] for d in docs]
+        assert len(names) == len(set(names)), f"duplicate documents on the server: {names}"
+        return {d["fileName"]: d for d in docs}
+
+    def versions(self, name: str) -> list[dict[str, Any]]:
+        aid = self.docs()[name]["id"]
+        return list(self.emu.api("GET", f"/{SLUG}/attachments/{aid}/versions"))
+
+    def content(self, name: str, version: int | None = None) -> bytes:
+        return self.emu.download(SLUG, self.docs()[name]["id"], version)
+
+    def seed(self, name: str, data: bytes) -> dict[str, Any]:
+        return self.emu.upload(SLUG, self.pid, name, data)
+
+    def sync(self) -> None:
+        self.mount.wait_synced()
+
+
+@pytest.fixture
+def project(emulator: Emulator, mount: Mount, request: pytest.FixtureRequest) -> Project:
+    return Project(emulator, mount, f"w-{request.node.name[:40]}")
+
+
+def sh(*cmd: str, cwd: Path | None = None, inp: str | None = None) -> str:
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120,
+                            input=inp)
+    assert result.returncode == 0, f"{cmd}: {result.stderr}"
+    return result.stdout
+
+
+def test_cp_new_file_creates_one_document(project: Project, tmp_path: Path) -> None:
+    src = tmp_path / "report.pdf"
+    src.write_bytes(os.urandom(300_000))
+    sh("cp", str(src), str(project.dir / "report.pdf"))
+    project.sync()
+    docs = project.docs()
+    assert list(docs) == ["report.pdf"]
+    assert project.content("report.pdf") == src.read_bytes()
+    assert docs["report.pdf"]["type"] == "application/pdf"
+    assert len(project.versions("report.pdf")) == 1
+
+
+def test_cp_over_existing_document_makes_one_version(project: Project, tmp_path: Path) -> None:
+    project.seed("plan.txt", b"v1\n")
+    src = tmp_path / "plan.txt"
+    src.write_bytes(b"version two\n" * 1000)
+    sh("cp", str(src), str(project.dir / "plan.txt"))
+    project.sync()
+    assert [int(v["version"]) for v in project.versions("plan.txt")] == [1, 2]
+    assert project.content("plan.txt") == src.read_bytes()
+    assert project.content("plan.txt", 1) == b"v1\n"
+
+
+def test_append_truncate_and_sed(project: Project) -> None:
+    project.seed("notes.txt", b"line one\n")
+    path = project.dir / "notes.txt"
+    sh("sh", "-c", f"echo 'line two' >> '{path}'")
+    project.sync()
+    assert project.content("notes.txt") == b"line one\nline two\n"
+    sh("truncate", "-s", "5", str(path))
+    project.sync()
+    assert project.content("notes.txt") == b"line "
+    sh("sed", "-i", "s/line/LINE/", str(path))
+    project.sync()
+    assert project.content("notes.txt") == b"LINE "
+    assert [int(v["version"]) for v in project.versions("notes.txt")] == [1, 2, 3, 4]
+    assert list(project.docs()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("backupcopy", ["auto", "no", "yes"])
+def test_vim_saves_make_one_version(project: Project, backupcopy: str) -> None:
+    project.seed("config.ini", b"[a]\nkey=1\n")
+    path = project.dir / "config.ini"
+    sh("vim", "-es", "-u", "NONE", "-i", "NONE", "-c", f"set backupcopy={backupcopy}",
+       "-c", "set backup", "-c", "%s/key=1/key=2/", "-c", "wq", str(path))
+    project.sync()
+    assert list(project.docs()) == ["config.ini"]
+    assert project.content("config.ini") == b"[a]\nkey=2\n"
+    assert len(project.versions("config.ini")) == 2
+    assert path.read_bytes() == b"[a]\nkey=2\n"
+
+
+def test_python_write_temp_then_replace(project: Project) -> None:
+    project.seed("data.csv", b"a,b\n1,2\n")
+    code = (
+        "import os, tempfile, sys\n"
+        "d = sys.argv[1]\n"
+        "fd, tmp = tempfile.mkstemp(dir=d, prefix='data.csv.', suffix='.tmp')\n"
+        "os.write(fd, b'a,b\\n3,4\\n'); os.fsync(fd); os.close(fd)\n"
+        "os.replace(tmp, os.path.join(d, 'data.csv'))\n"
+    )
+    sh(sys.executable, "-c", code, str(project.dir))
+    project.sync()
+    assert list(project.docs()) == ["data.csv"]
+    assert project.content("data.csv") == b"a,b\n3,4\n"
+    assert len(project.versions("data.csv")) == 2
+
+
+def test_rsync_a_directory_in(project: Project, tmp_path: Path) -> None:
+    src = tmp_path / "tree"
+    src.mkdir()
+    files = {f"file{i}.bin": os.urandom(1000 + i) for i in range(5)}
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    sh("rsync", "-a", f"{src}/", f"{project.dir}/")
+    project.sync()
+    docs = project.docs()
+    assert sorted(docs) == sorted(files)
+    for name, data in files.items():
+        assert project.content(name) == data
+        assert len(project.versions(name)) == 1
+    # again with one change: exactly one new version
+    (src / "file0.bin").write_bytes(b"changed")
+    sh("rsync", "-a", f"{src}/", f"{project.dir}/")
+    project.sync()
+    assert len(project.versions("file0.bin")) == 2
+    assert all(len(project.versions(n)) == 1 for n in files if n != "file0.bin")
+
+
+def test_mv_rename_and_mv_over(project: Project) -> None:
+    project.seed("a.txt", b"AAA")
+    project.seed("b.txt", b"BBB")
+    sh("mv", str(project.dir / "a.txt"), str(project.dir / "c.txt"))
+    project.sync()
+    assert sorted(project.docs()) == ["b.txt", "c.txt"]
+    assert project.content("c.txt") == b"AAA"
+    sh("mv", str(project.dir / "c.txt"), str(project.dir / "b.txt"))
+    project.sync()
+    assert sorted(project.docs()) == ["b.txt"]
+    assert project.content("b.txt") == b"AAA"
+    assert [int(v["version"]) for v in project.versions("b.txt")] == [1, 2]
+    assert sorted(os.listdir(project.dir)) == ["b.txt", "versions"]
+
+
+def test_rm_document_and_version_and_restore(project: Project) -> None:
+    project.seed("doc.txt", b"one")
+    project.seed("gone.txt", b"bye")
+    path = project.dir / "doc.txt"
+    path.write_bytes(b"two")
+    project.sync()
+    path.write_bytes(b"three")
+    project.sync()
+    assert [int(v["version"]) for v in project.versions("doc.txt")] == [1, 2, 3]
+    os.remove(project.dir / "versions" / "doc.txt" / "doc.v2.txt")
+    assert [int(v["version"]) for v in project.versions("doc.txt")] == [1, 3]
+    shutil.copyfile(project.dir / "versions" / "doc.txt" / "doc.v1.txt", path)
+    project.sync()
+    assert [int(v["version"]) for v in project.versions("doc.txt")] == [1, 3, 4]
+    assert project.content("doc.txt") == b"one"
+    os.remove(project.dir / "gone.txt")
+    assert "gone.txt" not in project.docs()
+
+
+def test_setfattr_tag_classification_release(project: Project) -> None:
+    project.seed("model.ifc", b"ISO-10303-21;\n")
+    path = str(project.dir / "model.ifc")
+    sh("setfattr", "-n", "user.bimplus.tag", "-v", "approved", path)
+    sh("setfattr", "-n", "user.bimplus.classification", "-v", "Report", path)
+    sh("setfattr", "-n", "user.bimplus.release", "-v", "1", path)
+    doc = project.docs()["model.ifc"]
+    assert doc["tag"] == "approved"
+    assert doc["classification"] == "Report"
+    assert str(doc["release"]).lower() == "true"
+    out = sh("getfattr", "-n", "user.bimplus.tag", "--only-values", path)
+    assert out == "approved"
+
+
+def test_mkdir_and_file_in_folder(project: Project) -> None:
+    folder = project.dir / "Drawings"
+    folder.mkdir()
+    (folder / "a.txt").write_bytes(b"in folder")
+    project.sync()
+    folders = project.emu.api("GET", f"/{SLUG}/projects/{project.pid}/structures",
+                              params={"type": "DocumentFolder"})
+    node = next(f for f in folders if f["name"] == "Drawings")
+    assert [c["name"] for c in node["children"] if c["type"] == "Attachment"] == ["a.txt"]
+    assert sorted(os.listdir(project.dir)) == ["Drawings", "versions"]
+    assert (folder / "a.txt").read_bytes() == b"in folder"
+    os.remove(folder / "a.txt")
+    os.rmdir(folder)
+    assert not project.emu.api("GET", f"/{SLUG}/projects/{project.pid}/structures",
+                               params={"type": "DocumentFolder"})
+
+
+def test_temp_and_lock_files_stay_local(project: Project) -> None:
+    for name in (".~lock.plan.odt#", "~$report.docx", ".DS_Store", "x.txt~", ".a.txt.swp"):
+        (project.dir / name).write_bytes(b"local")
+        assert (project.dir / name).read_bytes() == b"local"
+    project.sync()
+    assert project.docs() == {}
+
+
+def test_no_update_right_fails_at_open(emulator: Emulator, project: Project) -> None:
+    doc = project.seed("locked.txt", b"locked")
+    emulator.admin("PUT", f"/attachments/{doc['id']}/rights", json={"update": False})
+    project.mount.emulator.reset_stats()
+    import time
+
+    deadline = time.monotonic() + 10
+    while os.stat(project.dir / "locked.txt").st_mode & 0o200:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    with pytest.raises(PermissionError):
+        open(project.dir / "locked.txt", "r+b")  # noqa: SIM115
+    assert project.versions("locked.txt")[-1]["version"] in (1, "1")
+
+
+def test_read_only_mount_refuses_writes(emulator: Emulator, mount_factory: Any) -> None:
+    m = mount_factory(emulator, "--read-only")
+    project_dir = next(p for p in m.p(SLUG).iterdir() if p.is_dir())
+    with pytest.raises(OSError) as info:
+        (project_dir / "new.txt").write_bytes(b"x")
+    assert info.value.errno == 30  # EROFS
+
+
+def test_kill_9_with_pending_uploads_loses_nothing(emulator: Emulator, mount_factory: Any,
+                                                   tmp_path: Path) -> None:
+    cache = tmp_path / "cache-k9"
+    m = mount_factory(emulator, "--write-back-delay", "3600", cache_dir=cache)
+    p = Project(emulator, m, "kill9")
+    files = {f"f{i}.bin": os.urandom(5000 + i) for i in range(10)}
+    for name, data in files.items():
+        (p.dir / name).write_bytes(data)
+    assert p.docs() == {}
+    m.kill()
+    m.args = ("--write-back-delay", "0")
+    m.start()
+    m.wait_synced()
+    docs = p.docs()
+    assert sorted(docs) == sorted(files)
+    for name, data in files.items():
+        assert p.content(name) == data
+
+
+def test_quota_exceeded_shows_failed_and_keeps_content(emulator: Emulator, project: Project
+                                                       ) -> None:
+    emulator.admin("PUT", f"/teams/{SLUG}", json={"totalStorage": 1})
+    project.mount.allowed_errors.append("quota")
+    path = project.dir / "big.bin"
+    data = os.urandom(100_000)
+    path.write_bytes(data)
+    import time
+
+    deadline = time.monotonic() + 30
+    while True:
+        state = os.getxattr(path, "user.bimfs.state").decode()
+        if state.startswith("failed"):
+            break
+        assert time.monotonic() < deadline, state
+        time.sleep(0.1)
+    assert "quota" in state.lower() or "403" in state
+    assert path.read_bytes() == data
+    status = project.mount.bimfs("status", str(project.mount.path), "--json")
+    assert "big.bin" in status.stdout
+    assert project.docs() == {}
+
+
+def test_copy_in_under_faults_loses_and_corrupts_nothing(
+    emulator_factory: Any, mount_factory: Any, tmp_path: Path
+) -> None:
+    emu = emulator_factory("--retry-after", "0", "--fault-seed", "3")
+    m = mount_factory(emu, "--write-back-delay", "0")
+    m.allowed_errors.append("failed")
+    p = Project(emu, m, "faults")
+    emu.set_faults(fail_rate=0.2, reset_rate=0.05)
+    src = tmp_path / "src"
+    src.mkdir()
+    files = {f"doc{i:03}.bin": os.urandom(2000 + i * 37) for i in range(100)}
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    sh("cp", "-r", f"{src}/.", str(p.dir))
+    m.wait_synced(timeout=240)
+    emu.set_faults(fail_rate=0, reset_rate=0)
+    docs = p.docs()
+    assert sorted(docs) == sorted(files)
+    for name, data in files.items():
+        assert p.content(name) == data
+        assert len(p.versions(name)) == 1
+
+
+def test_unmount_waits_for_pending_uploads(emulator: Emulator, mount_factory: Any) -> None:
+    m = mount_factory(emulator, "--write-back-delay", "1")
+    p = Project(emulator, m, "unmount-wait")
+    (p.dir / "last.txt").write_bytes(b"sent before unmount returns")
+    result = m.bimfs("unmount", str(m.path), "--timeout", "60")
+    assert result.returncode == 0, result.stderr
+    m.process.wait(30)  # type: ignore[union-attr]
+    m.process = None
+    assert p.content("last.txt") == b"sent before unmount returns"

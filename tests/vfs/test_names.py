@@ -1,0 +1,78 @@
+"""Safe and stable names (INTERFACES §1)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bimfs.vfs.names import (
+    NAME_MAX,
+    LocalOnlyMatcher,
+    NameRequest,
+    assign_names,
+    safe_name,
+    split_ext,
+    version_file_name,
+)
+
+
+def test_version_file_names() -> None:
+    assert version_file_name("plan.pdf", 3) == "plan.v3.pdf"
+    assert version_file_name("archive.tar.gz", 2) == "archive.tar.v2.gz"
+    assert version_file_name("README", 2) == "README.v2"
+    assert version_file_name(".bashrc", 1) == ".bashrc.v1"
+
+
+def test_split_ext() -> None:
+    assert split_ext("a.b.c") == ("a.b", ".c")
+    assert split_ext("noext") == ("noext", "")
+    assert split_ext("trailingdot.") == ("trailingdot.", "")
+
+
+def test_safe_name_rules() -> None:
+    assert safe_name("a/b") == "a\u2215b"
+    assert safe_name("bad\x00\x07name\x7f") == "badname"
+    assert safe_name("") != ""
+    assert safe_name("\x01") != ""
+    assert safe_name(".") not in (".", "..")
+    assert safe_name("..") not in (".", "..")
+    long = "é" * 300 + ".pdf"
+    short = safe_name(long)
+    assert len(short.encode()) <= NAME_MAX and short.endswith(".pdf")
+
+
+def test_duplicates_oldest_keeps_the_name() -> None:
+    names = assign_names(
+        [
+            NameRequest("b", "plan.pdf", 20.0, "bbbbbbbb-2222"),
+            NameRequest("a", "plan.pdf", 10.0, "6cea110a-88f4"),
+            NameRequest("v", "versions", 0.0, "12345678-9999"),
+        ],
+        reserved=["versions"],
+    )
+    assert names["a"] == "plan.pdf"
+    assert names["b"] == "plan (bbbbbbbb).pdf"
+    assert names["v"] == "versions (12345678)"
+
+
+@given(st.lists(st.tuples(st.text(max_size=300), st.floats(0, 1e9), st.uuids()), max_size=30))
+def test_names_unique_safe_and_order_independent(entries: list) -> None:  # type: ignore[type-arg]
+    requests = [NameRequest(str(u), raw, t, str(u)) for raw, t, u in entries]
+    forward = assign_names(requests, ["versions"])
+    backward = assign_names(list(reversed(requests)), ["versions"])
+    assert forward == backward
+    values = list(forward.values())
+    assert len(values) == len(set(values))
+    for name in values:
+        assert name not in ("", ".", "..", "versions")
+        assert "/" not in name and "\x00" not in name
+        assert len(name.encode()) <= NAME_MAX
+
+
+def test_local_only_patterns() -> None:
+    match = LocalOnlyMatcher(["*.tmpx"])
+    for name in (".plan.txt.swp", ".x.swx", "4913", "plan.txt~", ".~lock.a.odt#", "~$a.docx",
+                 ".goutputstream-ABC", ".DS_Store", "Thumbs.db", "a.tmpx"):
+        assert match(name), name
+    for name in ("plan.txt", "sedAbc123", "report.pdf", "x.swp.txt"):
+        assert not match(name), name
