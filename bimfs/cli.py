@@ -182,6 +182,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
         def ready() -> None:
             os.write(write_fd, b"ok\n")
+            os.close(write_fd)
 
         code = 1
         try:
@@ -190,7 +191,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
             os._exit(code)
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as pipe:
-        message = pipe.read().decode("utf-8", "replace")
+        message = pipe.readline().decode("utf-8", "replace")
     if message.startswith("ok"):
         return 0
     _, status = os.waitpid(pid, 0)

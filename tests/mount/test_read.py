@@ -284,32 +284,33 @@ def test_remount_reuses_the_cache(emulator: Emulator, mount_factory: Any, tmp_pa
 
 @pytest.mark.parametrize(
     "faults",
-    [("--no-range",), ("--fail-rate", "0.2", "--latency-ms", "20", "--retry-after", "0")],
+    [{"range_enabled": False}, {"fail_rate": 0.2, "latency_ms": 20, "retry_after": 0}],
     ids=["no-range", "faults"],
 )
 def test_bytes_are_right_without_ranges_and_under_faults(
-    emulator_factory: Any, mount_factory: Any, faults: tuple[str, ...]
+    emulator: Emulator, mount_factory: Any, faults: dict[str, Any]
 ) -> None:
-    emu = emulator_factory(*faults)
-    admin_pid = emu.project_id("bimfs-demo", next(
-        p["name"] for p in emu.api("GET", "/bimfs-demo/projects") if p["hasWriteAccess"]
-    ))
-    size = 24 << 20
-    doc = emu.admin("POST", f"/teams/bimfs-demo/projects/{admin_pid}/blob",
-                    params={"fileName": "big.bin", "size": str(size), "seed": "7"})
-    expected = emu.download("bimfs-demo", doc["id"])
-    assert len(expected) == size
-    m = mount_factory(emu)
-    m.allowed_errors.append("failed:")
-    project_dir = next(
-        d for d in m.p("bimfs-demo").iterdir() if (d / "big.bin").exists()
+    writable = next(
+        p for p in emulator.api("GET", "/bimfs-demo/projects") if p["hasWriteAccess"]
     )
-    path = project_dir / "big.bin"
+    size = 24 << 20
+    doc = emulator.admin(
+        "POST", f"/teams/bimfs-demo/projects/{writable['id']}/blob",
+        params={"fileName": "big.bin", "size": str(size), "seed": "7"},
+    )  # fmt: skip
+    expected = emulator.download("bimfs-demo", doc["id"])
+    assert len(expected) == size
+    m = mount_factory(emulator)
+    path = m.p("bimfs-demo", safe_name(writable["name"]), "big.bin")
+    assert path.stat().st_size == size
+    emulator.set_faults(**faults)
     with open(path, "rb") as fh:
         fh.seek(size - 1000)
         assert fh.read() == expected[-1000:]
         fh.seek(0)
         assert hashlib.sha256(fh.read()).digest() == hashlib.sha256(expected).digest()
+    if "range_enabled" in faults:
+        assert emulator.count(VERSION_DOWNLOAD, 206) == 0
 
 
 def test_status_command_and_errors(mount: Mount) -> None:
