@@ -151,7 +151,8 @@ class Operations(pyfuse3.Operations):
         ctx: Any,
     ) -> pyfuse3.EntryAttributes:
         size = attr.st_size if fields.update_size else None
-        return entry(await self.fs.setattr(inode, size, fh))
+        mtime = attr.st_mtime_ns / 1e9 if fields.update_mtime else None
+        return entry(await self.fs.setattr(inode, size, fh, mtime))
 
     @handler
     async def opendir(self, inode: int, ctx: Any) -> int:

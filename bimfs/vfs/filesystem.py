@@ -448,6 +448,7 @@ class Filesystem:
         ):
             # Changed on the server: drop the kernel's attributes and pages for it.
             node.kernel_key = None
+            node.generation += 1
             if node.local is None:
                 self.invalidate_inode(node.ino)
 
@@ -549,7 +550,11 @@ class Filesystem:
             size, mtime = node.server.size, node.server.mtime
         else:
             size, mtime = 0, node.created
-        return Attr(node.ino, self._file_mode(node), size, mtime, mtime, uid=uid, gid=gid)
+        ctime = mtime
+        override = node.mtime_override
+        if override is not None and override[0] == node.generation:
+            mtime = override[1]
+        return Attr(node.ino, self._file_mode(node), size, mtime, ctime, uid=uid, gid=gid)
 
     def _dir_mode_writable(self, d: DirNode) -> bool:
         if self.config.read_only:
@@ -733,6 +738,7 @@ class Filesystem:
                 local.size = 0
                 local.dirty = True
                 local.mtime = time.time()
+                node.generation += 1
             return local
         path = self.local_dir / uuid.uuid4().hex if node.local_only else self.journal.staging_path()
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -752,10 +758,10 @@ class Filesystem:
             mtime=time.time(),
             fd=fd,
             writers=old_writers,
-            dirty=truncate and (node.server is None or node.server.size > 0 or local is not None),
+            dirty=truncate,
         )
         if truncate:
-            node.local.dirty = True
+            node.generation += 1
         return node.local
 
     async def _copy_current(self, node: FileNode, fd: int) -> int:
@@ -794,6 +800,7 @@ class Filesystem:
         written = os.pwrite(local.fd, data, offset)
         local.size = max(local.size, offset + written)
         local.dirty = True
+        node.generation += 1
         local.mtime = time.time()
         self.uploader.touch(node.key)
         return written
@@ -807,6 +814,7 @@ class Filesystem:
         local.size = size
         local.dirty = True
         local.mtime = time.time()
+        node.generation += 1
         if fh is None and node.open_count == 0:
             await self._commit(node)
 
@@ -940,13 +948,19 @@ class Filesystem:
 
     # ------------------------------------------------------------------ setattr
 
-    async def setattr(self, ino: int, size: int | None, fh: int | None) -> Attr:
+    async def setattr(
+        self, ino: int, size: int | None, fh: int | None, mtime: float | None = None
+    ) -> Attr:
         node = self._node(ino)
         if size is not None:
             if not isinstance(node, FileNode):
                 raise FsError(errno.EISDIR)
             await self.truncate(node, size, fh)
-        # chmod, chown and utimes are accepted and do nothing on the server.
+        # chmod, chown and utimes are accepted and do nothing on the server. A modification
+        # time set here is shown until the content changes, so `rsync -a` and `cp -p` see
+        # their own times and a second rsync skips unchanged files.
+        if mtime is not None and isinstance(node, FileNode):
+            node.mtime_override = (node.generation, mtime)
         return self.attr(node)
 
     # ------------------------------------------------------------------ unlink / rmdir / mkdir

@@ -168,6 +168,10 @@ class FileNode(Node):
         self.local: LocalData | None = None
         self.open_count = 0
         self.kernel_key: object | None = None
+        # Bumped whenever the content changes (a local write, a new version seen on the
+        # server); an mtime set by utimes holds only for the generation it was set on.
+        self.generation = 0
+        self.mtime_override: tuple[int, float] | None = None
         self.failed_reason: str = ""
         self.deleted = False
         self.created = 0.0
