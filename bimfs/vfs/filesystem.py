@@ -204,10 +204,13 @@ class Filesystem:
             raise FsError(errno.EISDIR)
         return node
 
-    def _get_dir_node(self, key: tuple[str, ...], factory: Callable[[int], DirNode]) -> DirNode:
+    def _get_dir_node(
+        self, key: tuple[str, ...], name: str, parent: DirNode, kind: DirKind, **fields: Any
+    ) -> DirNode:
+        """The directory node for ``key``, created on first sight (stable inode)."""
         node = self.dir_nodes.get(key)
         if node is None or node.removed:
-            node = factory(self.inodes.new_ino())
+            node = DirNode(self.inodes.new_ino(), name, parent, kind, **fields)
             self.dir_nodes[key] = node
             self.inodes.add(node)
         return node
@@ -330,11 +333,9 @@ class Filesystem:
         for team in teams:
             name = names[team.slug]
             node = self._get_dir_node(
-                ("team", team.slug),
-                lambda ino, t=team, n=name: DirNode(
-                    ino, n, d, DirKind.TEAM, slug=t.slug, entity_id=t.id, mtime=self.started
-                ),
-            )
+                ("team", team.slug), name, d, DirKind.TEAM,
+                slug=team.slug, entity_id=team.id, mtime=self.started,
+            )  # fmt: skip
             node.name, node.parent, node.entity_id = name, d, team.id
             children[name] = node
         self._replace_children(d, children)
@@ -347,11 +348,9 @@ class Filesystem:
         for project in projects:
             name = names[project.id]
             node = self._get_dir_node(
-                ("project", slug, project.id),
-                lambda ino, p=project, n=name: DirNode(
-                    ino, n, d, DirKind.PROJECT, slug=slug, pid=p.id, entity_id=p.id
-                ),
-            )
+                ("project", slug, project.id), name, d, DirKind.PROJECT,
+                slug=slug, pid=project.id, entity_id=project.id,
+            )  # fmt: skip
             node.name, node.parent = name, d
             node.writable = project.has_write_access
             node.mtime = project.changed or project.created or self.started
@@ -386,14 +385,12 @@ class Filesystem:
         children: dict[str, Node] = {}
         for folder in folders:
             name = folder_names["f:" + folder.id]
-            node = self._get_dir_node(
-                ("folder", slug, pid, folder.id),
-                lambda ino, f=folder, n=name: DirNode(
-                    ino, n, d, DirKind.FOLDER, slug=slug, pid=pid, folder_id=f.id, entity_id=f.id
-                ),
-            )
-            node.name, node.parent, node.writable, node.mtime = name, d, d.writable, d.mtime
-            children[name] = node
+            fnode = self._get_dir_node(
+                ("folder", slug, pid, folder.id), name, d, DirKind.FOLDER,
+                slug=slug, pid=pid, folder_id=folder.id, entity_id=folder.id,
+            )  # fmt: skip
+            fnode.name, fnode.parent, fnode.writable, fnode.mtime = name, d, d.writable, d.mtime
+            children[name] = fnode
         present: set[str] = set()
         for doc in docs:
             name = doc_names[doc.id]
@@ -423,11 +420,9 @@ class Filesystem:
                 elif old.doc.id not in listing.docs:
                     self._mark_removed(old)
         versions = self._get_dir_node(
-            ("versions", slug, pid, here or ""),
-            lambda ino: DirNode(
-                ino, VERSIONS_DIR, d, DirKind.VERSIONS, slug=slug, pid=pid, folder_id=here
-            ),
-        )
+            ("versions", slug, pid, here or ""), VERSIONS_DIR, d, DirKind.VERSIONS,
+            slug=slug, pid=pid, folder_id=here,
+        )  # fmt: skip
         versions.mtime = d.mtime
         children[VERSIONS_DIR] = versions
         for name, node in d.overlay.items():
@@ -478,11 +473,9 @@ class Filesystem:
                 continue
             doc = node.doc
             vdir = self._get_dir_node(
-                ("vdir", d.slug or "", doc.id),
-                lambda ino, n=name, a=doc: DirNode(
-                    ino, n, d, DirKind.VDIR, slug=d.slug, pid=d.pid, doc_id=a.id, entity_id=a.id
-                ),
-            )
+                ("vdir", d.slug or "", doc.id), name, d, DirKind.VDIR,
+                slug=d.slug, pid=d.pid, doc_id=doc.id, entity_id=doc.id,
+            )  # fmt: skip
             vdir.name, vdir.parent = name, d
             vdir.writable = parent.writable and node.doc.rights.delete
             vdir.mtime = doc.mtime
@@ -1057,20 +1050,10 @@ class Filesystem:
         node = entries.get(name)
         if node is None:
             node = self._get_dir_node(
-                ("folder", d.slug or "", d.pid or "", folder.id),
-                lambda ino: DirNode(
-                    ino,
-                    name,
-                    d,
-                    DirKind.FOLDER,
-                    slug=d.slug,
-                    pid=d.pid,
-                    folder_id=folder.id,
-                    entity_id=folder.id,
-                    writable=d.writable,
-                    mtime=time.time(),
-                ),
-            )
+                ("folder", d.slug or "", d.pid or "", folder.id), name, d, DirKind.FOLDER,
+                slug=d.slug, pid=d.pid, folder_id=folder.id, entity_id=folder.id,
+                writable=d.writable, mtime=time.time(),
+            )  # fmt: skip
             d.children[name] = node
         node.lookups += 1
         return self.attr(node)

@@ -90,8 +90,7 @@ class Mount:
         if self.process is None:
             return
         if os.path.ismount(self.path):
-            subprocess.run(["fusermount3", "-u", str(self.path)], check=False,
-                           capture_output=True)
+            subprocess.run(["fusermount3", "-u", str(self.path)], check=False, capture_output=True)
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -112,8 +111,9 @@ class Mount:
         self.start()
 
     def bimfs(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "bimfs", *args], capture_output=True,
-                              text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", "bimfs", *args], capture_output=True, text=True, timeout=timeout
+        )
 
     def wait_synced(self, timeout: float = 60.0) -> None:
         """Wait until the mount reports no pending upload (``bimfs status --json``)."""

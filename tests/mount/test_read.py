@@ -119,9 +119,10 @@ def test_tree_sizes_times_and_bytes_match_the_api(mount: Mount, emulator: Emulat
             assert abs(st.st_mtime - changed) < 1.5, rel
         if doc.get("rights", {}).get("download", True):
             data = path.read_bytes()
-            assert hashlib.sha256(data).digest() == hashlib.sha256(
-                emulator.download(slug, doc["id"])
-            ).digest(), rel
+            assert (
+                hashlib.sha256(data).digest()
+                == hashlib.sha256(emulator.download(slug, doc["id"])).digest()
+            ), rel
             readable += 1
     assert readable >= 6
     # Directories seen by find are exactly the teams, projects, folders and versions dirs.
@@ -130,9 +131,7 @@ def test_tree_sizes_times_and_bytes_match_the_api(mount: Mount, emulator: Emulat
         assert str(mount.p(rel)) in found
 
 
-def test_every_version_file_matches_the_version_download(
-    mount: Mount, emulator: Emulator
-) -> None:
+def test_every_version_file_matches_the_version_download(mount: Mount, emulator: Emulator) -> None:
     layout = expected_layout(emulator)
     checked = 0
     for slug, rel, doc in all_files(layout):
@@ -189,8 +188,16 @@ def test_xattrs(mount: Mount, emulator: Emulator) -> None:
     assert f'user.bimplus.version="{int(doc["version"])}"' in out
     assert f'user.bimplus.hash="{doc["hash"]}"' in out
     assert 'user.bimfs.state="synced"' in out
-    for key in ("type", "attachment_type", "classification", "tag", "creator", "changed_by",
-                "created", "changed"):
+    for key in (
+        "type",
+        "attachment_type",
+        "classification",
+        "tag",
+        "creator",
+        "changed_by",
+        "created",
+        "changed",
+    ):
         assert f"user.bimplus.{key}=" in out
     team = run("getfattr", "-d", "--absolute-names", str(mount.p(slug))).stdout
     assert f'user.bimplus.slug="{slug}"' in team
@@ -199,7 +206,7 @@ def test_xattrs(mount: Mount, emulator: Emulator) -> None:
 
 def test_rights_are_enforced_before_any_transfer(mount: Mount, emulator: Emulator) -> None:
     layout = expected_layout(emulator)
-    slug, rel, doc = next(
+    _, rel, _ = next(
         (s, r, d) for s, r, d in all_files(layout)
         if not d.get("rights", {}).get("download", True)
     )  # fmt: skip
@@ -239,7 +246,9 @@ def test_du_df_and_stat(emulator: Emulator, mount_factory: Any) -> None:
     du = run("du", "-sb", str(m.path)).stdout.split()[0]
     assert int(du) > 0
     # the team is the root: its projects are the top level
-    projects = {safe_name(p["name"]) for p in emulator.api("GET", f"/{quota_team['slug']}/projects")}
+    projects = {
+        safe_name(p["name"]) for p in emulator.api("GET", f"/{quota_team['slug']}/projects")
+    }
     assert projects <= set(os.listdir(m.path))
 
 
@@ -256,7 +265,8 @@ def test_document_changed_through_the_api_shows_after_the_ttl(
     before = path.read_bytes()
     new = b"changed on the server\n" * 100
     emulator.api(
-        "POST", f"/{slug}/attachments/{doc['id']}/versions",
+        "POST",
+        f"/{slug}/attachments/{doc['id']}/versions",
         files={"file": (doc["fileName"], new, "application/octet-stream")},
     )
     deadline = time.monotonic() + 15
@@ -290,9 +300,7 @@ def test_remount_reuses_the_cache(emulator: Emulator, mount_factory: Any, tmp_pa
 def test_bytes_are_right_without_ranges_and_under_faults(
     emulator: Emulator, mount_factory: Any, faults: dict[str, Any]
 ) -> None:
-    writable = next(
-        p for p in emulator.api("GET", "/bimfs-demo/projects") if p["hasWriteAccess"]
-    )
+    writable = next(p for p in emulator.api("GET", "/bimfs-demo/projects") if p["hasWriteAccess"])
     size = 24 << 20
     doc = emulator.admin(
         "POST", f"/teams/bimfs-demo/projects/{writable['id']}/blob",
@@ -333,7 +341,9 @@ def test_mount_errors_are_one_line(emulator: Emulator, tmp_path: Path) -> None:
     for extra, text in cases:
         result = subprocess.run(
             [sys.executable, "-m", "bimfs", "mount", str(mp), "--api-url", emulator.url, *extra],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert result.returncode != 0
         assert text in result.stderr and result.stderr.count("\n") == 1, result.stderr
@@ -342,29 +352,68 @@ def test_mount_errors_are_one_line(emulator: Emulator, tmp_path: Path) -> None:
     env["XDG_CONFIG_HOME"] = str(tmp_path / "cfg")
     no_token = subprocess.run(
         [sys.executable, "-m", "bimfs", "mount", str(mp), "--api-url", emulator.url],
-        capture_output=True, text=True, timeout=60, env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert no_token.returncode != 0 and no_token.stderr.count("\n") == 1, no_token.stderr
     token = tmp_path / "tok"
     token.write_text("not-a-valid-token")
     bad = subprocess.run(
-        [sys.executable, "-m", "bimfs", "mount", str(mp), "--api-url", emulator.url,
-         "--token-file", str(token)],
-        capture_output=True, text=True, timeout=60, env=env,
+        [
+            sys.executable,
+            "-m",
+            "bimfs",
+            "mount",
+            str(mp),
+            "--api-url",
+            emulator.url,
+            "--token-file",
+            str(token),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert bad.returncode != 0 and "rejected" in bad.stderr, bad.stderr
     unreachable = subprocess.run(
-        [sys.executable, "-m", "bimfs", "mount", str(mp), "--api-url",
-         "http://127.0.0.1:9/v2", "--token-file", str(token)],
-        capture_output=True, text=True, timeout=120, env=env,
+        [
+            sys.executable,
+            "-m",
+            "bimfs",
+            "mount",
+            str(mp),
+            "--api-url",
+            "http://127.0.0.1:9/v2",
+            "--token-file",
+            str(token),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert unreachable.returncode != 0 and "reach" in unreachable.stderr, unreachable.stderr
     assert not os.path.ismount(mp)
     (mp / "x").write_text("x")
     full = subprocess.run(
-        [sys.executable, "-m", "bimfs", "mount", str(mp), "--api-url", emulator.url,
-         "--token-file", str(token)],
-        capture_output=True, text=True, timeout=60, env=env,
+        [
+            sys.executable,
+            "-m",
+            "bimfs",
+            "mount",
+            str(mp),
+            "--api-url",
+            emulator.url,
+            "--token-file",
+            str(token),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert "not empty" in full.stderr
     _ = errno

@@ -29,8 +29,9 @@ class Project:
     def __init__(self, emu: Emulator, mount: Mount, name: str) -> None:
         self.emu = emu
         self.mount = mount
-        self.json = emu.admin("POST", f"/teams/{SLUG}/projects",
-                              json={"name": name, "hasWriteAccess": True})
+        self.json = emu.admin(
+            "POST", f"/teams/{SLUG}/projects", json={"name": name, "hasWriteAccess": True}
+        )
         self.pid = self.json["id"]
         self.dir = mount.p(SLUG, name)
 
@@ -60,8 +61,7 @@ def project(emulator: Emulator, mount: Mount, request: pytest.FixtureRequest) ->
 
 
 def sh(*cmd: str, cwd: Path | None = None, inp: str | None = None) -> str:
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120,
-                            input=inp)
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120, input=inp)
     assert result.returncode == 0, f"{cmd}: {result.stderr}"
     return result.stdout
 
@@ -109,8 +109,23 @@ def test_append_truncate_and_sed(project: Project) -> None:
 def test_vim_saves_make_one_version(project: Project, backupcopy: str) -> None:
     project.seed("config.ini", b"[a]\nkey=1\n")
     path = project.dir / "config.ini"
-    sh("vim", "-es", "-u", "NONE", "-i", "NONE", "-c", f"set backupcopy={backupcopy}",
-       "-c", "set backup", "-c", "%s/key=1/key=2/", "-c", "wq", str(path))
+    sh(
+        "vim",
+        "-es",
+        "-u",
+        "NONE",
+        "-i",
+        "NONE",
+        "-c",
+        f"set backupcopy={backupcopy}",
+        "-c",
+        "set backup",
+        "-c",
+        "%s/key=1/key=2/",
+        "-c",
+        "wq",
+        str(path),
+    )
     project.sync()
     assert list(project.docs()) == ["config.ini"]
     assert project.content("config.ini") == b"[a]\nkey=2\n"
@@ -208,16 +223,18 @@ def test_mkdir_and_file_in_folder(project: Project) -> None:
     folder.mkdir()
     (folder / "a.txt").write_bytes(b"in folder")
     project.sync()
-    folders = project.emu.api("GET", f"/{SLUG}/projects/{project.pid}/structures",
-                              params={"type": "DocumentFolder"})
+    folders = project.emu.api(
+        "GET", f"/{SLUG}/projects/{project.pid}/structures", params={"type": "DocumentFolder"}
+    )
     node = next(f for f in folders if f["name"] == "Drawings")
     assert [c["name"] for c in node["children"] if c["type"] == "Attachment"] == ["a.txt"]
     assert sorted(os.listdir(project.dir)) == ["Drawings", "versions"]
     assert (folder / "a.txt").read_bytes() == b"in folder"
     os.remove(folder / "a.txt")
     os.rmdir(folder)
-    assert not project.emu.api("GET", f"/{SLUG}/projects/{project.pid}/structures",
-                               params={"type": "DocumentFolder"})
+    assert not project.emu.api(
+        "GET", f"/{SLUG}/projects/{project.pid}/structures", params={"type": "DocumentFolder"}
+    )
 
 
 def test_temp_and_lock_files_stay_local(project: Project) -> None:
@@ -251,8 +268,9 @@ def test_read_only_mount_refuses_writes(emulator: Emulator, mount_factory: Any) 
     assert info.value.errno == 30  # EROFS
 
 
-def test_kill_9_with_pending_uploads_loses_nothing(emulator: Emulator, mount_factory: Any,
-                                                   tmp_path: Path) -> None:
+def test_kill_9_with_pending_uploads_loses_nothing(
+    emulator: Emulator, mount_factory: Any, tmp_path: Path
+) -> None:
     cache = tmp_path / "cache-k9"
     m = mount_factory(emulator, "--write-back-delay", "3600", cache_dir=cache)
     p = Project(emulator, m, "kill9")
@@ -270,8 +288,9 @@ def test_kill_9_with_pending_uploads_loses_nothing(emulator: Emulator, mount_fac
         assert p.content(name) == data
 
 
-def test_quota_exceeded_shows_failed_and_keeps_content(emulator: Emulator, project: Project
-                                                       ) -> None:
+def test_quota_exceeded_shows_failed_and_keeps_content(
+    emulator: Emulator, project: Project
+) -> None:
     emulator.admin("PUT", f"/teams/{SLUG}", json={"totalStorage": 1})
     project.mount.allowed_errors.append("quota")
     path = project.dir / "big.bin"

@@ -71,8 +71,18 @@ def test_names_unique_safe_and_order_independent(entries: list) -> None:  # type
 
 def test_local_only_patterns() -> None:
     match = LocalOnlyMatcher(["*.tmpx"])
-    for name in (".plan.txt.swp", ".x.swx", "4913", "plan.txt~", ".~lock.a.odt#", "~$a.docx",
-                 ".goutputstream-ABC", ".DS_Store", "Thumbs.db", "a.tmpx"):
+    for name in (
+        ".plan.txt.swp",
+        ".x.swx",
+        "4913",
+        "plan.txt~",
+        ".~lock.a.odt#",
+        "~$a.docx",
+        ".goutputstream-ABC",
+        ".DS_Store",
+        "Thumbs.db",
+        "a.tmpx",
+    ):
         assert match(name), name
     for name in ("plan.txt", "sedAbc123", "report.pdf", "x.swp.txt"):
         assert not match(name), name
