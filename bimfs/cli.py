@@ -320,13 +320,15 @@ def cmd_unmount(args: argparse.Namespace) -> int:
 
 
 def _wait_exit(pid: int, timeout: float) -> None:
+    """Wait until the mount process has exited (or is a zombie waiting for its parent)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+                state = fh.read().rsplit(")", 1)[-1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
             return
-        except PermissionError:
+        if state in ("Z", "X"):
             return
         time.sleep(0.05)
 

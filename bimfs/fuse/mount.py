@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import shutil
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyfuse3
@@ -83,6 +85,27 @@ async def serve(config: Config, ready: Callable[[], None]) -> None:
     """
     config.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(config.cache_dir, 0o700)
+    with _lock_cache_dir(config.cache_dir):
+        await _serve(config, ready)
+
+
+@contextlib.contextmanager
+def _lock_cache_dir(cache_dir: Path) -> Iterator[None]:
+    """One mount per cache directory: two would upload the same journal twice."""
+    fd = os.open(cache_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MountError(
+                f"cache directory {cache_dir} is in use by another mount (use --cache-dir)"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+async def _serve(config: Config, ready: Callable[[], None]) -> None:
     try:
         auth = load_token_source(
             token_file=config.token_file,

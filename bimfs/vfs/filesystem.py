@@ -22,7 +22,7 @@ import shutil
 import stat
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +127,9 @@ class Filesystem:
         self.invalidate_inode: Callable[[int], None] = lambda ino: None
         self.invalidate_entry: Callable[[int, str], None] = lambda parent, name: None
         self.orphans: dict[tuple[str, str, str], list[FileNode]] = {}
+        self._nursery: trio.Nursery | None = None
+        self._prefetch_limit = trio.CapacityLimiter(8)
+        self._prefetching: set[tuple[str, str, str]] = set()
         self.started = time.time()
         now = time.time()
         if config.team:
@@ -146,6 +149,7 @@ class Filesystem:
         self.local_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._resume_journal()
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             await nursery.start(self.content.run)
             await nursery.start(self.uploader.run)
             task_status.started()
@@ -595,7 +599,42 @@ class Filesystem:
         """A snapshot of a directory's entries with their attributes."""
         d = self._dir(ino)
         entries = await self.children(d)
+        if d.kind is DirKind.VERSIONS:
+            self._prefetch_versions(d)
         return [(name, self.attr(node)) for name, node in sorted(entries.items())]
+
+    def _prefetch_versions(self, d: DirNode) -> None:
+        """Someone listing ``versions/`` usually descends into it (``ls -R``, ``find``): fetch
+        the version lists in the background, a few at a time, so each subdirectory is ready
+        when asked for. Still one call per directory; the waits overlap."""
+        nursery = self._nursery
+        if nursery is None:
+            return
+        wanted = [
+            (node.slug or "", node.doc_id)
+            for node in d.children.values()
+            if isinstance(node, DirNode) and node.doc_id and node.listing_token is None
+        ]
+        if not wanted:
+            return
+
+        async def fetch(slug: str, aid: str) -> None:
+            async with self._prefetch_limit:
+                with contextlib.suppress(ApiError):
+                    await self._versions(slug, aid)
+
+        for slug, aid in wanted:
+            if aid is not None and ("versions", slug, aid) not in self._prefetching:
+                self._prefetching.add(("versions", slug, aid))
+                nursery.start_soon(self._prefetch_one, fetch, slug, aid)
+
+    async def _prefetch_one(
+        self, fetch: Callable[[str, str], Awaitable[None]], slug: str, aid: str
+    ) -> None:
+        try:
+            await fetch(slug, aid)
+        finally:
+            self._prefetching.discard(("versions", slug, aid))
 
     # ------------------------------------------------------------------ statfs
 

@@ -1,0 +1,398 @@
+"""The upload journal: content that was saved locally and not yet confirmed by the server.
+
+Layout (``<cache-dir>/journal/``, 0700; files 0600)::
+
+    <id>.data       the content to upload, fsynced before the entry exists
+    <id>.json       the entry's record: key, meta, size, state, attempts, times
+    <id>.json.tmp   a record being written (ignored and removed at load)
+    <x>.staging     content still being written by an open file (see ``staging_path``)
+
+Durability: ``commit`` fsyncs the content, renames it to ``<id>.data``, writes the record to a
+temporary file, fsyncs it, renames it over ``<id>.json`` and fsyncs the directory. Only then does
+it return, so a save acknowledged to the user survives ``kill -9`` and a power cut. Every later
+change of the record uses the same write-temp-then-rename, so a record on disk is always whole.
+
+At load, a ``.data`` file without a record was never acknowledged (a crash inside ``commit``) or
+already sent (a crash inside ``complete``): it is removed. A record whose content is missing is
+kept and shown as failed: the journal never drops an entry on its own, only ``complete`` (after
+the server confirmed) and ``discard`` (an explicit user action) remove one. An unreadable record
+is renamed to ``<id>.json.corrupt`` and its content kept, for a human to look at.
+
+Thread safety: ``commit`` fsyncs a file that may be large, so callers may run it in a worker
+thread (``trio.to_thread.run_sync``); every method takes an internal lock, and the slow fsync of
+the content happens before the lock is taken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from bimfs.cache.errors import JournalEntryNotFoundError, JournalError
+
+log = logging.getLogger(__name__)
+
+PENDING = "pending"
+UPLOADING = "uploading"
+FAILED = "failed"
+STATES = (PENDING, UPLOADING, FAILED)
+
+_FORMAT = 1
+
+
+@dataclass
+class JournalEntry:
+    """One saved content waiting for its upload.
+
+    ``key`` names the upload target (the caller's convention, e.g. ``doc:<id>``); entries of one
+    key are uploaded in commit order. ``meta`` is the caller's, JSON-serialisable and opaque to
+    the journal. ``attempts`` counts the uploads started: above 1 a previous attempt may have
+    reached the server, which the upload callable must settle before sending again.
+    """
+
+    id: str
+    key: str
+    meta: dict[str, Any]
+    data_path: Path
+    size: int
+    state: str = PENDING
+    reason: str = ""
+    attempts: int = 0
+    created: float = 0.0
+    updated: float = 0.0
+    not_before: float = 0.0
+    seq: int = field(default=0)
+
+    @property
+    def name(self) -> str:
+        """A file name for display: ``meta["file_name"]`` (else ``name``), else the key."""
+        for field_name in ("file_name", "name"):
+            value = self.meta.get(field_name)
+            if isinstance(value, str) and value:
+                return value
+        return self.key
+
+    @property
+    def display_state(self) -> str:
+        """``pending``, ``uploading`` or ``failed: <reason>`` (the ``user.bimfs.state`` value)."""
+        return f"{FAILED}: {self.reason}" if self.state == FAILED else self.state
+
+
+class Journal:
+    """Pending uploads on disk under ``<root>/journal``."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = Path(root) / "journal"
+        Path(root).mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        self._lock = threading.RLock()
+        self._entries: dict[str, JournalEntry] = {}
+        self._seq = 0
+        self._load()
+
+    # ------------------------------------------------------------------------------ writing
+
+    def staging_path(self) -> Path:
+        """A new, empty file (0600) in the journal directory for the caller to write into.
+
+        Content in a staging file is not yet durable: pass it to ``commit``, or delete it. Staging
+        files left over by a crash are removed at the next load (their content was never saved).
+        """
+        path = self.dir / f"{secrets.token_hex(12)}.staging"
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        return path
+
+    def commit(self, key: str, meta: dict[str, Any], staging: Path) -> JournalEntry:
+        """Make ``staging``'s content a durable entry for ``key``; returns the new entry.
+
+        A still-pending entry of the same key is superseded (removed with its content), so
+        several saves within the quiet period give one upload. An entry being uploaded is left
+        alone: the new one is uploaded after it. Failed entries are kept (never dropped
+        silently). Raises ``JournalError`` for a staging file outside the journal or a ``meta``
+        that is not JSON-serialisable.
+        """
+        staging = Path(staging)
+        if staging.parent.resolve() != self.dir.resolve():
+            raise JournalError(f"{staging} is not a staging file of this journal")
+        try:
+            json.dumps(meta)
+        except (TypeError, ValueError) as exc:
+            raise JournalError(f"journal meta is not JSON-serialisable: {exc}") from exc
+        fd = os.open(staging, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+        with self._lock:
+            self._seq += 1
+            now = time.time()
+            entry_id = f"{self._seq:010d}-{secrets.token_hex(6)}"
+            data_path = self.dir / f"{entry_id}.data"
+            os.rename(staging, data_path)
+            entry = JournalEntry(
+                id=entry_id,
+                key=key,
+                meta=copy.deepcopy(meta),
+                data_path=data_path,
+                size=size,
+                created=now,
+                updated=now,
+                seq=self._seq,
+            )
+            self._write_record(entry)  # fsyncs the directory: covers the rename above too
+            self._entries[entry_id] = entry
+            for old in list(self._entries.values()):
+                if old.key == key and old.state == PENDING and old.seq < entry.seq:
+                    log.debug("save of %s supersedes the pending one", entry.name)
+                    self._remove(old)
+            return self._copy(entry)
+
+    # ------------------------------------------------------------------------------ reading
+
+    def entries(self) -> list[JournalEntry]:
+        """Copies of every entry, oldest first."""
+        with self._lock:
+            return [self._copy(e) for e in sorted(self._entries.values(), key=_by_seq)]
+
+    def get(self, entry_id: str) -> JournalEntry | None:
+        """A copy of one entry, or None."""
+        with self._lock:
+            entry = self._entries.get(entry_id)
+            return None if entry is None else self._copy(entry)
+
+    def by_key(self, key: str) -> list[JournalEntry]:
+        """Copies of the entries of ``key``, oldest first."""
+        with self._lock:
+            found = [e for e in self._entries.values() if e.key == key]
+            return [self._copy(e) for e in sorted(found, key=_by_seq)]
+
+    def key_state(self, key: str) -> str | None:
+        """What ``user.bimfs.state`` shows for ``key``: ``uploading``, ``pending``,
+        ``failed: <reason>`` (most urgent first), or None when nothing is journaled."""
+        with self._lock:
+            found = [e for e in self._entries.values() if e.key == key]
+        for state in (UPLOADING, PENDING, FAILED):
+            for e in sorted(found, key=_by_seq, reverse=True):
+                if e.state == state:
+                    return e.display_state
+        return None
+
+    def usage(self) -> dict[str, int]:
+        """Counts per state and the bytes held."""
+        with self._lock:
+            counts = {state: 0 for state in STATES}
+            for e in self._entries.values():
+                counts[e.state] = counts.get(e.state, 0) + 1
+            return {**counts, "entries": len(self._entries),
+                    "bytes": sum(e.size for e in self._entries.values())}  # fmt: skip
+
+    # ---------------------------------------------------------------------------- changing
+
+    def update_meta(self, entry_id: str, meta: dict[str, Any]) -> None:
+        """Merge ``meta`` into the entry's meta (e.g. a rename before the upload)."""
+        try:
+            json.dumps(meta)
+        except (TypeError, ValueError) as exc:
+            raise JournalError(f"journal meta is not JSON-serialisable: {exc}") from exc
+        with self._lock:
+            entry = self._need(entry_id)
+            self._save(replace(entry, meta={**entry.meta, **copy.deepcopy(meta)}))
+
+    def rekey(self, entry_id: str, key: str) -> None:
+        """Give the entry another target key; it keeps its place in the commit order."""
+        with self._lock:
+            self._save(replace(self._need(entry_id), key=key))
+
+    def mark_uploading(self, entry_id: str) -> JournalEntry:
+        """An upload of the entry starts: counts the attempt; returns the updated entry."""
+        with self._lock:
+            entry = self._need(entry_id)
+            updated = replace(entry, state=UPLOADING, attempts=entry.attempts + 1, reason="")
+            self._save(updated)
+            return self._copy(updated)
+
+    def mark_pending(self, entry_id: str, not_before: float = 0.0) -> None:
+        """Back to pending; ``not_before`` (wall-clock seconds) is when to try again."""
+        with self._lock:
+            self._save(replace(self._need(entry_id), state=PENDING, not_before=not_before))
+
+    def mark_failed(self, entry_id: str, reason: str) -> None:
+        """The server refused the upload for good: keep the content and show ``reason``."""
+        reason = " ".join(str(reason).split()) or "upload refused"
+        with self._lock:
+            self._save(replace(self._need(entry_id), state=FAILED, reason=reason))
+
+    def retry_failed(self, entry_id: str) -> None:
+        """A user asked to try a failed entry again: back to pending, now."""
+        with self._lock:
+            entry = self._need(entry_id)
+            if entry.state == FAILED:
+                self._save(replace(entry, state=PENDING, reason="", not_before=0.0))
+
+    def complete(self, entry_id: str) -> None:
+        """The server confirmed the upload: remove the record and the content.
+
+        An id that is already gone is ignored (the entry was discarded during its upload).
+        """
+        with self._lock:
+            entry = self._entries.get(entry_id)
+            if entry is not None:
+                self._remove(entry)
+
+    def discard(self, entry_id: str) -> None:
+        """Drop an entry without uploading it; only on an explicit user action."""
+        with self._lock:
+            entry = self._need(entry_id)
+            log.info("discarding the unsent save of %s", entry.name)
+            self._remove(entry)
+
+    # ---------------------------------------------------------------------------- internals
+
+    def _need(self, entry_id: str) -> JournalEntry:
+        entry = self._entries.get(entry_id)
+        if entry is None:
+            raise JournalEntryNotFoundError(f"no journal entry {entry_id}")
+        return entry
+
+    def _copy(self, entry: JournalEntry) -> JournalEntry:
+        return replace(entry, meta=copy.deepcopy(entry.meta))
+
+    def _save(self, entry: JournalEntry) -> None:
+        entry.updated = time.time()
+        self._write_record(entry)
+        self._entries[entry.id] = entry
+
+    def _record_path(self, entry_id: str) -> Path:
+        return self.dir / f"{entry_id}.json"
+
+    def _write_record(self, entry: JournalEntry) -> None:
+        record = {
+            "format": _FORMAT,
+            "id": entry.id,
+            "seq": entry.seq,
+            "key": entry.key,
+            "meta": entry.meta,
+            "data": entry.data_path.name,
+            "size": entry.size,
+            "state": entry.state,
+            "reason": entry.reason,
+            "attempts": entry.attempts,
+            "created": entry.created,
+            "updated": entry.updated,
+            "not_before": entry.not_before,
+        }
+        payload = json.dumps(record, ensure_ascii=False, indent=1).encode("utf-8")
+        final = self._record_path(entry.id)
+        tmp = final.with_name(final.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+        _fsync_dir(self.dir)
+
+    def _remove(self, entry: JournalEntry) -> None:
+        # Record first: a crash in between leaves an orphaned .data, removed at the next load,
+        # never a record without its content.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._record_path(entry.id))
+        _fsync_dir(self.dir)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(entry.data_path)
+        self._entries.pop(entry.id, None)
+
+    def _load(self) -> None:
+        names = os.listdir(self.dir)
+        referenced: set[str] = set()
+        for name in sorted(names):
+            path = self.dir / name
+            if name.endswith((".json.tmp", ".staging")):
+                # A record or a content that was being written when the process died: it was
+                # never acknowledged.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                continue
+            if not name.endswith(".json"):
+                continue
+            try:
+                entry = self._parse(path)
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                log.warning(
+                    "journal record %s is unreadable (%s); moved aside as %s.corrupt",
+                    path, exc, name,
+                )  # fmt: skip
+                with contextlib.suppress(OSError):
+                    os.replace(path, path.with_name(name + ".corrupt"))
+                # Its content (if any) is kept for a human: treat the id's data as referenced.
+                referenced.add(name.removesuffix(".json") + ".data")
+                continue
+            referenced.add(entry.data_path.name)
+            if not entry.data_path.exists() and entry.state != FAILED:
+                entry.state = FAILED
+                entry.reason = "saved content is missing from the journal"
+                log.warning("journal entry for %s lost its content", entry.name)
+                self._write_record(entry)
+            self._entries[entry.id] = entry
+            self._seq = max(self._seq, entry.seq)
+        for name in names:
+            if name.endswith(".data") and name not in referenced:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.dir / name)
+
+    def _parse(self, path: Path) -> JournalEntry:
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+        if not isinstance(raw, dict) or raw.get("format") != _FORMAT:
+            raise ValueError("not a journal record of a known format")
+        state = raw["state"]
+        if state not in STATES:
+            raise ValueError(f"unknown state {state!r}")
+        data_name = str(raw["data"])
+        if "/" in data_name or data_name.startswith("."):
+            raise ValueError("bad content file name")
+        meta = raw.get("meta") or {}
+        if not isinstance(meta, dict):
+            raise ValueError("meta is not an object")
+        entry_id = str(raw["id"])
+        if path.name != f"{entry_id}.json":
+            raise ValueError("record name and id differ")
+        return JournalEntry(
+            id=entry_id,
+            key=str(raw["key"]),
+            meta=meta,
+            data_path=self.dir / data_name,
+            size=int(raw["size"]),
+            state=state,
+            reason=str(raw.get("reason") or ""),
+            attempts=int(raw.get("attempts") or 0),
+            created=float(raw.get("created") or 0.0),
+            updated=float(raw.get("updated") or 0.0),
+            not_before=float(raw.get("not_before") or 0.0),
+            seq=int(raw["seq"]),
+        )
+
+
+def _by_seq(entry: JournalEntry) -> int:
+    return entry.seq
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

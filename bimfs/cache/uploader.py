@@ -1,0 +1,304 @@
+"""The background uploader: sends journal entries once their file has been quiet for a while.
+
+Scheduling (all times on the trio clock)
+    An entry becomes due ``delay`` seconds after the uploader first saw it (``notify`` after a
+    commit) and after the last ``touch`` of its key, whichever is later; a failed attempt
+    pushes it back by an exponential backoff with jitter (at least the server's
+    ``retry_after``, when the error carries one). Entries already in the journal when ``run``
+    starts are due at once: they waited long enough in the previous process. ``drain`` ignores
+    the quiet period and any backoff that was running when it was called.
+
+Order and limits
+    At most ``max_parallel`` uploads run at once; entries of one key go strictly one at a time in
+    commit order (the oldest unfinished, not failed, entry of a key is its only candidate), so a
+    document's versions reach the server in the order they were saved.
+
+Outcomes
+    Success removes the entry (``journal.complete``). An error whose ``retryable`` is true puts
+    it back to pending; the retries are logged at debug level and rise to warnings as they pile
+    up. Any other error marks it failed with ``describe(exc)`` as reason, logs one warning, and
+    keeps its content. ``trio.Cancelled`` (shutdown) leaves the entry pending for the next run and
+    propagates. An entry found ``uploading`` at start (the process died mid-upload) goes back to
+    pending; its ``attempts`` above 1 tell the upload callable to check whether it landed.
+
+The uploader never reads the content itself: the upload callable streams ``entry.data_path``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from bimfs.cache.errors import JournalEntryNotFoundError
+from bimfs.cache.journal import FAILED, PENDING, UPLOADING, Journal, JournalEntry
+
+log = logging.getLogger(__name__)
+
+UploadFn = Callable[[JournalEntry, Callable[[int], None]], Awaitable[None]]
+"""``upload(entry, progress)``: send ``entry.data_path``; call ``progress(bytes_sent_so_far)``."""
+
+# Retries are logged at debug level until this many attempts, then as warnings (and after that
+# on every tenth attempt only, so a long outage does not flood the log).
+_WARN_AFTER_ATTEMPTS = 3
+
+
+@dataclass
+class _Transfer:
+    entry: JournalEntry
+    started: float
+    sent: int = 0
+
+    def progress(self, sent: int) -> None:
+        self.sent = sent
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True if trying again later can help: ``exc.retryable``, for a group all of its parts."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_retryable(e) for e in exc.exceptions)
+    return bool(getattr(exc, "retryable", False))
+
+
+class Uploader:
+    """Sends the journal's pending entries in the background while ``run`` runs.
+
+    ``notify``, ``touch`` and the other methods must be called from the trio thread.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        upload: UploadFn,
+        *,
+        delay: float = 2.0,
+        max_parallel: int = 2,
+        describe: Callable[[BaseException], str] = str,
+        max_backoff: float = 60.0,
+        base_backoff: float = 1.0,
+    ) -> None:
+        if max_parallel < 1:
+            raise ValueError("max_parallel must be at least 1")
+        self.journal = journal
+        self.upload = upload
+        self.delay = delay
+        self.max_parallel = max_parallel
+        self.describe = describe
+        self.max_backoff = max_backoff
+        self.base_backoff = base_backoff
+        self._seen: dict[str, float] = {}  # entry id -> when this uploader first saw it
+        self._touched: dict[str, float] = {}  # key -> last activity
+        self._retry_at: dict[str, float] = {}  # entry id -> earliest next attempt
+        self._active: dict[str, _Transfer] = {}
+        self._wake = trio.Event()
+        self._changed = trio.Event()
+        self._draining = 0
+
+    # -------------------------------------------------------------------------- interface
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Upload until cancelled. Cancelling leaves running uploads pending for next time."""
+        for entry in self.journal.entries():
+            if entry.state == UPLOADING:
+                log.info("resuming the interrupted upload of %s", entry.name)
+                self._journal_call(self.journal.mark_pending, entry.id, 0.0)
+            # Saved by an earlier process: the quiet period is long over.
+            self._seen[entry.id] = -math.inf
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                wake = self._wake
+                next_at = self._schedule(nursery)
+                with trio.move_on_at(next_at):
+                    await wake.wait()
+                if self._wake.is_set():
+                    self._wake = trio.Event()
+
+    def notify(self) -> None:
+        """Something was committed (or changed) in the journal: look again."""
+        self._wakeup()
+
+    def touch(self, key: str) -> None:
+        """Activity on ``key`` (a write, an open for writing): restart its quiet period."""
+        # No wake-up: a later due time never needs the scheduler to run earlier.
+        self._touched[key] = trio.current_time()
+
+    def retry(self, entry_id: str) -> None:
+        """Try a failed entry again now (a user's request)."""
+        self.journal.retry_failed(entry_id)
+        self._retry_at.pop(entry_id, None)
+        self._wakeup()
+
+    # A timeout argument rather than a cancel scope: callers (unmount, status) want a yes/no
+    # answer when time is up, not an exception.
+    async def wait_idle(self, timeout: float | None) -> bool:  # noqa: ASYNC109
+        """Wait until nothing is pending or uploading (failed entries do not count).
+
+        Returns False if that did not happen within ``timeout`` seconds.
+        """
+        with trio.move_on_after(math.inf if timeout is None else timeout):
+            while not self._idle():
+                await self._changed.wait()
+        return self._idle()
+
+    async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """Send everything pending now, ignoring the quiet period; True if all got done."""
+        self._draining += 1
+        self._retry_at.clear()
+        self._wakeup()
+        try:
+            return await self.wait_idle(timeout)
+        finally:
+            self._draining -= 1
+
+    def transfers(self) -> list[dict[str, Any]]:
+        """Every journal entry with its upload state, for ``bimfs status``.
+
+        Keys: id, key, name, state (``pending``/``uploading``/``failed``), sent, size,
+        rate (bytes/s), reason, attempts, next_attempt (seconds from now, pending only).
+        """
+        now = trio.current_time()
+        out = []
+        for entry in self.journal.entries():
+            t = self._active.get(entry.id)
+            sent = t.sent if t is not None else 0
+            elapsed = now - t.started if t is not None else 0.0
+            item: dict[str, Any] = {
+                "id": entry.id,
+                "key": entry.key,
+                "name": entry.name,
+                "state": entry.state,
+                "sent": sent,
+                "size": entry.size,
+                "rate": sent / elapsed if elapsed > 0 else 0.0,
+                "reason": entry.reason,
+                "attempts": entry.attempts,
+                "next_attempt": None,
+            }
+            if entry.state == PENDING and t is None:
+                item["next_attempt"] = max(0.0, self._due(entry, now) - now)
+            out.append(item)
+        return out
+
+    # -------------------------------------------------------------------------- internals
+
+    def _wakeup(self) -> None:
+        self._wake.set()
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _idle(self) -> bool:
+        if self._active:
+            return False
+        return all(e.state == FAILED for e in self.journal.entries())
+
+    def _due(self, entry: JournalEntry, now: float) -> float:
+        retry = self._retry_at.get(entry.id, -math.inf)
+        if self._draining:
+            return retry
+        seen = self._seen.setdefault(entry.id, now)
+        quiet = max(seen, self._touched.get(entry.key, -math.inf)) + self.delay
+        return max(quiet, retry)
+
+    def _schedule(self, nursery: trio.Nursery) -> float:
+        """Start every upload that is due and allowed; return when to look again."""
+        now = trio.current_time()
+        entries = self.journal.entries()
+        ids = {e.id for e in entries}
+        for gone in [i for i in self._seen if i not in ids]:
+            del self._seen[gone]
+            self._retry_at.pop(gone, None)
+        for key in [k for k, t in self._touched.items() if t + self.delay < now]:
+            del self._touched[key]
+        next_at = math.inf
+        heads: set[str] = set()
+        for entry in entries:
+            if entry.state == FAILED or entry.key in heads:
+                continue
+            heads.add(entry.key)  # only the oldest unfinished entry of a key may go
+            if entry.state != PENDING or entry.id in self._active:
+                continue
+            due = self._due(entry, now)
+            if due > now:
+                next_at = min(next_at, due)
+            elif len(self._active) < self.max_parallel:
+                self._active[entry.id] = _Transfer(entry, now)
+                nursery.start_soon(self._upload_one, entry.id)
+            # else: due but no free slot; a finishing upload wakes the scheduler.
+        return next_at
+
+    async def _upload_one(self, entry_id: str) -> None:
+        transfer = self._active[entry_id]
+        try:
+            try:
+                entry = self.journal.mark_uploading(entry_id)
+            except JournalEntryNotFoundError:
+                return  # superseded or discarded since it was scheduled
+            except OSError as exc:
+                log.error("could not update the upload journal in %s: %s", self.journal.dir, exc)
+                self._retry_at[entry_id] = trio.current_time() + self.max_backoff
+                return
+            transfer.entry = entry
+            try:
+                await self.upload(entry, transfer.progress)
+            except Exception as exc:
+                self._failed(entry, exc)
+            except BaseException:
+                # Shutdown (trio.Cancelled, possibly inside a group): resume next run.
+                self._journal_call(self.journal.mark_pending, entry_id, 0.0)
+                raise
+            else:
+                self._journal_call(self.journal.complete, entry_id)
+                self._retry_at.pop(entry_id, None)
+                log.debug("uploaded %s (%d bytes)", entry.name, entry.size)
+        finally:
+            del self._active[entry_id]
+            self._wakeup()
+
+    def _failed(self, entry: JournalEntry, exc: Exception) -> None:
+        if not is_retryable(exc):
+            reason = self._describe(exc)
+            self._journal_call(self.journal.mark_failed, entry.id, reason)
+            log.warning(
+                "upload of %s refused: %s (the content stays in %s until retried or discarded)",
+                entry.name, reason, self.journal.dir,
+            )  # fmt: skip
+            return
+        attempts = entry.attempts
+        backoff = min(self.max_backoff, self.base_backoff * 2 ** min(attempts - 1, 30))
+        backoff *= random.uniform(0.8, 1.2)
+        retry_after = getattr(exc, "retry_after", None)
+        if isinstance(retry_after, (int, float)) and retry_after > backoff:
+            backoff = float(retry_after)
+        self._retry_at[entry.id] = trio.current_time() + backoff
+        self._journal_call(self.journal.mark_pending, entry.id, time.time() + backoff)
+        warn = attempts == _WARN_AFTER_ATTEMPTS or (
+            attempts > _WARN_AFTER_ATTEMPTS and attempts % 10 == 0
+        )
+        log.log(
+            logging.WARNING if warn else logging.DEBUG,
+            "upload of %s failed (attempt %d): %s; retrying in %.0f s",
+            entry.name, attempts, self._describe(exc), backoff,
+        )  # fmt: skip
+
+    def _describe(self, exc: BaseException) -> str:
+        try:
+            return self.describe(exc)
+        except Exception:
+            # A faulty description must not lose the entry's failure: fall back to the raw text.
+            return f"{type(exc).__name__}: {exc}"
+
+    def _journal_call(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Journal bookkeeping that must not kill the uploader."""
+        try:
+            fn(*args)
+        except JournalEntryNotFoundError:
+            pass  # discarded meanwhile: nothing left to record
+        except OSError as exc:
+            log.error("could not update the upload journal in %s: %s", self.journal.dir, exc)
