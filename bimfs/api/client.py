@@ -18,7 +18,11 @@ enough for parallel range downloads) carries every request. The rules every call
   project's documents) whether the upload landed. An upload is reported done only when the
   server confirmed it; when the check itself fails, ``UploadOutcomeUnknownError``.
 * **Errors.** Nothing from httpx leaves this package: :func:`_map_transport_errors` is the one
-  place that translates httpx exceptions. Error bodies are kept as a short one-line excerpt.
+  place that translates httpx (and httpcore) exceptions. Error bodies are kept as a short
+  one-line excerpt.
+* **Speed.** httpcore's connection pool runs on a network stream of our own that reads 1 MiB
+  at a time, and a long download body is read straight from the socket rather than through
+  h11 (see ``DIRECT_BODY_MIN``): a download then runs as fast as curl from the same server.
 """
 
 from __future__ import annotations
@@ -79,6 +83,20 @@ from bimfs.api.multipart import MultipartUpload
 
 if TYPE_CHECKING:
     from bimfs.api.auth import AuthProvider
+
+__all__ = [
+    "DOWNLOAD_CHUNK",
+    "BimplusClient",
+    "Download",
+    "PlainAnswer",
+    "RetryPolicy",
+    "check_api_url",
+    "excerpt",
+    "is_loopback_host",
+    "map_httpx_error",
+    "parse_retry_after",
+    "plain_request",
+]
 
 log = logging.getLogger("bimfs.api")
 
@@ -1522,19 +1540,6 @@ def _children_of(nodes: list[FolderNode], parent_id: str) -> list[FolderNode]:
             return list(node.children)
         stack.extend(node.children)
     return []
-
-
-__all__ = [
-    "DOWNLOAD_CHUNK",
-    "BimplusClient",
-    "Download",
-    "RetryPolicy",
-    "check_api_url",
-    "excerpt",
-    "is_loopback_host",
-    "map_httpx_error",
-    "parse_retry_after",
-]
 
 
 # --------------------------------------------------------------------------------------------

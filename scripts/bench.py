@@ -1,0 +1,981 @@
+#!/usr/bin/env python3
+"""Measure bimfs against references taken in the same run, on this machine, over loopback.
+
+    scripts/bench [--size 1G] [--only NAME]... [--rounds 2] [--json FILE] [--tmpdir DIR]
+
+Every figure starts its own emulator (``python -m bimfs.emulator``) and its own mounts
+(``bimfs mount --foreground``) in a temporary directory, measures, then unmounts, stops the
+emulator and deletes what it wrote, also on an error or Ctrl-C. A "cold" read is a fresh cache
+directory, a fresh mount and a document never read before (dropping the page cache is not
+reliable in a container). Each line printed compares the measured value with its reference
+(curl against the same emulator, or the local page cache) and its target:
+
+    cold sequential read 1 GiB: 812 MB/s vs curl 850 MB/s = 0.96x (target >= 0.9x) PASS
+
+The exit status is 0 when every figure could be measured, whether or not it met its target
+(this is a measurement, not a test); 1 when a figure could not be measured; 130 on Ctrl-C.
+See docs/performance.md for what each figure means and what limits it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import datetime
+import json
+import os
+import platform
+import secrets
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bimfs.config import parse_size  # noqa: E402
+
+MiB = 1 << 20
+GiB = 1 << 30
+READY_PREFIX = "bimfs-emulator listening on "
+# Seeding `large` writes 5000 documents; a plain start takes a fraction of a second.
+EMULATOR_START_TIMEOUT = 180.0
+MOUNT_START_TIMEOUT = 60.0
+# Upper bound for any single measured command; a hung mount must not hang the benchmark.
+COMMAND_TIMEOUT = 1800.0
+STATUS_XATTR = "user.bimfs.status"
+TEAM = "bench"
+THROTTLE_RATE = 50_000_000
+THROTTLE_LATENCY_MS = 20
+LISTING_LATENCY_MS = 20
+TTFB_SLACK_MS = 50.0
+RSS_LIMIT_MIB = 150.0
+
+# ---------------------------------------------------------------------------------- results
+
+
+@dataclass
+class Result:
+    """One printed figure: the value, its reference, the comparison and the verdict."""
+
+    figure: str
+    title: str
+    value: str
+    reference: str | None = None
+    comparison: str | None = None
+    target: str | None = None
+    passed: bool | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        """``title: value vs reference = comparison (target) PASS``."""
+        text = f"{self.title}: {self.value}"
+        if self.reference is not None:
+            text += f" vs {self.reference}"
+        if self.comparison is not None:
+            text += f" = {self.comparison}"
+        if self.target is not None:
+            text += f" ({self.target})"
+        if self.passed is not None:
+            text += " PASS" if self.passed else " FAIL"
+        return text
+
+
+class BenchError(Exception):
+    """A figure could not be measured (a process failed, a command failed, a timeout)."""
+
+
+def mb_s(nbytes: int, seconds: float) -> float:
+    """Throughput in MB/s (10**6 bytes per second, as curl reports it)."""
+    return nbytes / seconds / 1e6
+
+
+def human_size(n: int) -> str:
+    """``1 GiB``, ``256 MiB``, ``1.5 GiB``."""
+    if n >= GiB:
+        return f"{n / GiB:g} GiB"
+    if n >= MiB:
+        return f"{n / MiB:g} MiB"
+    return f"{n} B"
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr, so stdout holds only the results."""
+    print(f"   .. {message}", file=sys.stderr, flush=True)
+
+
+def child_env() -> dict[str, str]:
+    """The environment of every child: no proxy (everything is loopback), unbuffered Python,
+    and no token from the caller's environment."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+    }
+    env.pop("BIMPLUS_TOKEN", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: if the benchmark itself is killed (SIGKILL, no
+    # chance to clean up), the emulator and the mounts get SIGTERM and shut down cleanly.
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def peak_rss(pid: int) -> int:
+    """``VmHWM`` (peak resident set size) of a process, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise BenchError(f"no VmHWM in /proc/{pid}/status")
+
+
+def timed(argv: list[str], *, stdin: str | None = None) -> tuple[float, str]:
+    """Run a command, fail unless it exits 0; (wall seconds, stdout)."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        argv,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=COMMAND_TIMEOUT,
+        check=False,
+    )
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise BenchError(f"{argv[0]} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
+    return elapsed, proc.stdout
+
+
+def read_file_timed(path: Path) -> float:
+    """Wall seconds of ``dd if=path of=/dev/null bs=1M`` (1 MiB reads, like most copy tools)."""
+    seconds, _ = timed(["dd", f"if={path}", "of=/dev/null", "bs=1M", "status=none"])
+    return seconds
+
+
+def write_local_file(path: Path, size: int) -> None:
+    """A local file of ``size`` incompressible bytes, written 1 MiB at a time."""
+    block = os.urandom(MiB)
+    with open(path, "wb") as fh:
+        left = size
+        while left > 0:
+            n = min(left, MiB)
+            fh.write(block[:n])
+            left -= n
+
+
+# ---------------------------------------------------------------------------------- processes
+
+
+class Emulator:
+    """A ``python -m bimfs.emulator`` process on a free loopback port."""
+
+    def __init__(self, root: Path, token: str, *args: str, seed: str = "none") -> None:
+        self.root = root
+        self.token = token
+        data_dir = root / "data"
+        data_dir.mkdir(parents=True)
+        self.log_path = root / "emulator.log"
+        log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child
+        argv = [
+            sys.executable, "-m", "bimfs.emulator",
+            "--host", "127.0.0.1", "--port", "0",
+            "--data-dir", str(data_dir), "--seed", seed, "--token", token, *args,
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env=child_env(),
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        log.close()
+        try:
+            self.url = self._ready_line()[len(READY_PREFIX) :].strip()
+        except BaseException:
+            self.stop()
+            raise
+        self.base = self.url.removesuffix("/v2")
+        # Plain urllib without proxies: admin calls only, nothing timed goes through here.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def _ready_line(self) -> str:
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        deadline = time.monotonic() + EMULATOR_START_TIMEOUT
+        buf = b""
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BenchError("the emulator did not report ready in time")
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    raise BenchError(f"the emulator exited before it was ready:\n{self.log()}")
+                buf += chunk
+        line = buf.split(b"\n", 1)[0].decode()
+        if not line.startswith(READY_PREFIX):
+            raise BenchError(f"unexpected first line from the emulator: {line!r}")
+        return line
+
+    def log(self) -> str:
+        """The tail of the emulator's stderr."""
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-2000:]
+        return ""
+
+    def admin(
+        self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None
+    ) -> Any:
+        """A ``/_emulator`` call; the decoded JSON answer."""
+        url = self.base + "/_emulator" + path
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            with self._opener.open(request, timeout=COMMAND_TIMEOUT) as resp:
+                return json.load(resp)
+        except OSError as exc:
+            raise BenchError(f"{method} /_emulator{path} failed: {exc}") from exc
+
+    def create_project(self, name: str) -> str:
+        """Create team ``bench`` if needed and a project in it; the project id."""
+        with contextlib.suppress(BenchError):
+            self.admin("POST", "/teams", {"slug": TEAM, "name": "Bench", "totalStorage": 0})
+        project = self.admin("POST", f"/teams/{TEAM}/projects", {"name": name})
+        return str(project["id"])
+
+    def create_document(self, pid: str, file_name: str, size: int, seed: str) -> dict[str, Any]:
+        """A new document of ``size`` pseudo-random bytes (written by the emulator itself)."""
+        doc: dict[str, Any] = self.admin(
+            "POST",
+            f"/teams/{TEAM}/projects/{pid}/blob",
+            query={"fileName": file_name, "size": size, "seed": seed},
+        )
+        return doc
+
+    def requests(self) -> dict[str, dict[str, int]]:
+        """Requests served per route template and status (``GET /_emulator/stats``)."""
+        stats: dict[str, dict[str, int]] = self.admin("GET", "/stats")["requests"]
+        return stats
+
+    def reset_stats(self) -> None:
+        """Zero the request counters."""
+        self.admin("POST", "/stats/reset")
+
+    def peak_rss(self) -> int:
+        """The emulator's peak RSS since it started."""
+        return peak_rss(self.process.pid)
+
+    def curl_config(self) -> str:
+        """A curl config (fed on stdin, so the token never shows in ``ps``)."""
+        return f'header = "Authorization: BimPlus {self.token}"\nnoproxy = "*"\n'
+
+    def stop(self) -> None:
+        """SIGTERM, wait, SIGKILL if it does not stop. Idempotent."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+class Mount:
+    """A ``bimfs mount --foreground`` process of team ``bench`` with its own cache dir."""
+
+    def __init__(self, root: Path, emulator: Emulator, *args: str, team: str = TEAM) -> None:
+        self.root = root
+        root.mkdir(parents=True)
+        self.path = root / "mnt"
+        self.path.mkdir()
+        self.cache_dir = root / "cache"
+        token_file = root / "token"
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(emulator.token + "\n")
+        self.log_path = root / "mount.log"
+        log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child
+        argv = [
+            sys.executable, "-m", "bimfs", "mount", str(self.path),
+            "--api-url", emulator.url, "--token-file", str(token_file),
+            "--cache-dir", str(self.cache_dir), "--team", team, "--foreground", *args,
+        ]  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=child_env(),
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        log.close()
+        deadline = time.monotonic() + MOUNT_START_TIMEOUT
+        while not os.path.ismount(self.path):
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                self.process = None
+                raise BenchError(f"the mount exited {code} before it was ready:\n{self.log()}")
+            if time.monotonic() > deadline:
+                self.unmount()
+                raise BenchError(f"the mount was not ready in {MOUNT_START_TIMEOUT:g} s")
+            time.sleep(0.02)
+
+    @property
+    def pid(self) -> int:
+        """The mount process's id."""
+        if self.process is None:
+            raise BenchError("the mount is not running")
+        return self.process.pid
+
+    def log(self) -> str:
+        """The tail of the mount's log."""
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-3000:]
+        return ""
+
+    def problems(self) -> list[str]:
+        """Error lines and tracebacks the mount logged."""
+        with contextlib.suppress(OSError):
+            text = self.log_path.read_text(errors="replace")
+            return [
+                line
+                for line in text.splitlines()
+                if " ERROR " in line or " CRITICAL " in line or line.startswith("Traceback")
+            ]
+        return []
+
+    def peak_rss(self) -> int:
+        """The mount process's peak RSS since it started."""
+        return peak_rss(self.pid)
+
+    def status(self) -> dict[str, Any]:
+        """The mount's status JSON (what ``bimfs status --json`` shows)."""
+        status: dict[str, Any] = json.loads(os.getxattr(self.path, STATUS_XATTR))
+        return status
+
+    def wait_uploaded(self, timeout: float = COMMAND_TIMEOUT) -> None:
+        """Poll the status until no upload is pending; fail on a failed upload."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status()
+            if status["failed"]:
+                raise BenchError(f"upload failed: {status['failed']}")
+            if not status["pending"]:
+                return
+            if time.monotonic() > deadline:
+                raise BenchError(f"uploads still pending after {timeout:g} s")
+            # 5 ms polling: well below the resolution that matters for seconds-long uploads.
+            time.sleep(0.005)
+
+    def unmount(self) -> None:
+        """``fusermount3 -u`` and wait for the process; kill and lazy-unmount if it hangs.
+        Idempotent."""
+        if self.process is None:
+            return
+        if os.path.ismount(self.path):
+            subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True, check=False)
+        try:
+            self.process.wait(120)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+        if os.path.ismount(self.path):
+            subprocess.run(["fusermount3", "-uz", str(self.path)], capture_output=True, check=False)
+
+
+class Bench:
+    """The run: options, the temp dir, and every process started, stopped in ``close``."""
+
+    def __init__(self, size: int, rounds: int, tmp: Path) -> None:
+        self.size = size
+        self.rounds = rounds
+        self.tmp = tmp
+        self.token = secrets.token_hex(20)
+        self._mounts: list[Mount] = []
+        self._emulators: list[Emulator] = []
+        self._seq = 0
+        self.mount_problems: list[str] = []
+
+    def _dir(self, name: str) -> Path:
+        self._seq += 1
+        return self.tmp / f"{self._seq:02d}-{name}"
+
+    @contextlib.contextmanager
+    def emulator(self, *args: str, seed: str = "none") -> Iterator[Emulator]:
+        """A fresh emulator for one figure; stopped and its data deleted afterwards."""
+        root = self._dir("emulator")
+        emu = Emulator(root, self.token, *args, seed=seed)
+        self._emulators.append(emu)
+        try:
+            yield emu
+        finally:
+            emu.stop()
+            self._emulators.remove(emu)
+            shutil.rmtree(root, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def mount(self, emulator: Emulator, *args: str, team: str = TEAM) -> Iterator[Mount]:
+        """A fresh mount with a fresh cache dir; unmounted and its cache deleted afterwards."""
+        root = self._dir("mount")
+        m = Mount(root, emulator, *args, team=team)
+        self._mounts.append(m)
+        try:
+            yield m
+        finally:
+            m.unmount()
+            self._mounts.remove(m)
+            self.mount_problems.extend(m.problems())
+            shutil.rmtree(root, ignore_errors=True)
+
+    def scratch(self, name: str) -> Path:
+        """A path in the temp dir for a local file."""
+        return self._dir(name)
+
+    def close(self) -> None:
+        """Unmount everything, stop every emulator, delete the temp dir."""
+        for m in list(self._mounts):
+            with contextlib.suppress(Exception):
+                m.unmount()
+        for emu in list(self._emulators):
+            with contextlib.suppress(Exception):
+                emu.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def curl_download(
+    emu: Emulator, doc: dict[str, Any], extra: tuple[str, ...] = ()
+) -> dict[str, float]:
+    """Download a document with curl to /dev/null; wall time and curl's own timings."""
+    url = f"{emu.url}/{TEAM}/attachments/{doc['id']}/download"
+    fmt = "%{http_code} %{size_download} %{time_starttransfer} %{time_total}"
+    seconds, out = timed(
+        ["curl", "-sS", "-K", "-", "-o", "/dev/null", "-w", fmt, *extra, url],
+        stdin=emu.curl_config(),
+    )
+    code, size, starttransfer, total = out.split()
+    if code not in ("200", "206"):
+        raise BenchError(f"curl download answered {code}")
+    return {
+        "wall": seconds,
+        "size": float(size),
+        "starttransfer": float(starttransfer),
+        "total": float(total),
+    }
+
+
+def ratio_line(ratio: float) -> str:
+    return f"{ratio:.2f}x"
+
+
+# ---------------------------------------------------------------------------------- figures
+
+
+def fig_cold_read(b: Bench) -> list[Result]:
+    """1. Cold sequential read through the mount vs curl, same document, same emulator."""
+    size = b.size
+    mount_rates: list[float] = []
+    curl_rates: list[float] = []
+    mount_rss: list[int] = []
+    with b.emulator() as emu:
+        pid = emu.create_project("Cold")
+        for r in range(b.rounds):
+            progress(f"round {r + 1}: creating a {human_size(size)} document")
+            doc = emu.create_document(pid, f"cold-{r}.bin", size, f"cold-{r}")
+            c = curl_download(emu, doc)
+            curl_rates.append(mb_s(size, c["wall"]))
+            with b.mount(emu) as m:
+                path = m.path / "Cold" / doc["fileName"]
+                if path.stat().st_size != size:
+                    raise BenchError(f"{path} has the wrong size")
+                seconds = read_file_timed(path)
+                mount_rates.append(mb_s(size, seconds))
+                mount_rss.append(m.peak_rss())
+            progress(f"round {r + 1}: mount {mount_rates[-1]:.0f} MB/s, curl {curl_rates[-1]:.0f}")
+        emu_rss = emu.peak_rss()
+    best, ref = max(mount_rates), max(curl_rates)
+    ratio = best / ref
+    return [
+        Result(
+            "cold-read",
+            f"cold sequential read {human_size(size)}",
+            f"{best:.0f} MB/s",
+            f"curl {ref:.0f} MB/s",
+            ratio_line(ratio),
+            "target >= 0.9x",
+            ratio >= 0.9,
+            {"mount_mb_s": mount_rates, "curl_mb_s": curl_rates, "mount_peak_rss": mount_rss},
+        ),
+        Result(
+            "cold-read",
+            "  emulator peak RSS during the cold reads (information)",
+            f"{emu_rss / MiB:.0f} MiB",
+            data={"emulator_peak_rss": emu_rss},
+        ),
+    ]
+
+
+def fig_throttled_read(b: Bench) -> list[Result]:
+    """2. Cold read with a slow, far server: parallel range streams vs one curl stream."""
+    size = b.size
+    mount_rates: list[float] = []
+    curl_rates: list[float] = []
+    args = ("--stream-rate", str(THROTTLE_RATE), "--latency-ms", str(THROTTLE_LATENCY_MS))
+    with b.emulator(*args) as emu:
+        pid = emu.create_project("Slow")
+        for r in range(b.rounds):
+            progress(f"round {r + 1}: creating a {human_size(size)} document")
+            doc = emu.create_document(pid, f"slow-{r}.bin", size, f"slow-{r}")
+            c = curl_download(emu, doc)
+            curl_rates.append(mb_s(size, c["wall"]))
+            with b.mount(emu) as m:
+                path = m.path / "Slow" / doc["fileName"]
+                path.stat()
+                mount_rates.append(mb_s(size, read_file_timed(path)))
+            progress(f"round {r + 1}: mount {mount_rates[-1]:.0f} MB/s, curl {curl_rates[-1]:.0f}")
+    best, ref = max(mount_rates), max(curl_rates)
+    ratio = best / ref
+    return [
+        Result(
+            "throttled-read",
+            f"cold read {human_size(size)} at {THROTTLE_RATE // 1_000_000} MB/s per stream"
+            f" + {THROTTLE_LATENCY_MS} ms",
+            f"{best:.0f} MB/s",
+            f"curl {ref:.0f} MB/s",
+            ratio_line(ratio),
+            "target >= 3x",
+            ratio >= 3.0,
+            {"mount_mb_s": mount_rates, "curl_mb_s": curl_rates},
+        )
+    ]
+
+
+def fig_ttfb(b: Bench) -> list[Result]:
+    """3. Time from open() to the first 4 KiB of a cold document vs curl's time_starttransfer."""
+    size = b.size
+    mount_ms: list[float] = []
+    curl_ms: list[float] = []
+    rounds = max(b.rounds, 3)
+    with b.emulator() as emu:
+        pid = emu.create_project("First")
+        for r in range(rounds):
+            progress(f"round {r + 1}: creating a {human_size(size)} document")
+            doc = emu.create_document(pid, f"first-{r}.bin", size, f"first-{r}")
+            # curl asks for the same first 4 KiB; its clock starts before it connects.
+            c = curl_download(emu, doc, ("-r", "0-4095"))
+            curl_ms.append(c["starttransfer"] * 1000)
+            with b.mount(emu) as m:
+                path = m.path / "First" / doc["fileName"]
+                path.stat()  # the name is known, as curl knows the URL
+                start = time.perf_counter()
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    data = os.read(fd, 4096)
+                    mount_ms.append((time.perf_counter() - start) * 1000)
+                finally:
+                    os.close(fd)
+                if len(data) != 4096:
+                    raise BenchError(f"short first read: {len(data)} bytes")
+            progress(f"round {r + 1}: mount {mount_ms[-1]:.1f} ms, curl {curl_ms[-1]:.1f} ms")
+    best, ref = min(mount_ms), min(curl_ms)
+    diff = best - ref
+    return [
+        Result(
+            "ttfb",
+            f"time to first 4 KiB, cold {human_size(size)}",
+            f"{best:.1f} ms",
+            f"curl {ref:.1f} ms",
+            f"{diff:+.1f} ms",
+            f"target <= curl + {TTFB_SLACK_MS:g} ms",
+            best <= ref + TTFB_SLACK_MS,
+            {"mount_ms": mount_ms, "curl_ms": curl_ms},
+        )
+    ]
+
+
+def fig_warm_read(b: Bench) -> list[Result]:
+    """4. Re-read on the same mount vs re-reading a local file from the page cache."""
+    size = b.size
+    local = b.scratch("local.bin")
+    progress(f"writing a local {human_size(size)} file")
+    write_local_file(local, size)
+    read_file_timed(local)
+    local_rates = [mb_s(size, read_file_timed(local)) for _ in range(b.rounds)]
+    local.unlink()
+    mount_rates: list[float] = []
+    with b.emulator() as emu:
+        pid = emu.create_project("Warm")
+        progress(f"creating a {human_size(size)} document")
+        doc = emu.create_document(pid, "warm.bin", size, "warm")
+        with b.mount(emu) as m:
+            path = m.path / "Warm" / doc["fileName"]
+            cold = mb_s(size, read_file_timed(path))
+            progress(f"first (cold) read {cold:.0f} MB/s")
+            for _ in range(b.rounds):
+                mount_rates.append(mb_s(size, read_file_timed(path)))
+    best, ref = max(mount_rates), max(local_rates)
+    ratio = best / ref
+    return [
+        Result(
+            "warm-read",
+            f"warm re-read {human_size(size)}",
+            f"{best:.0f} MB/s",
+            f"local page cache {ref:.0f} MB/s",
+            ratio_line(ratio),
+            "target >= 0.5x",
+            ratio >= 0.5,
+            {"mount_mb_s": mount_rates, "local_mb_s": local_rates, "first_read_mb_s": cold},
+        )
+    ]
+
+
+LIST_ATTACHMENTS = "GET /v2/{slug}/projects/{pid}/attachments"
+LIST_STRUCTURES = "GET /v2/{slug}/projects/{pid}/structures"
+LIST_VERSIONS = "GET /v2/{slug}/attachments/{id}/versions"
+
+
+def _count(requests: dict[str, dict[str, int]], key: str) -> int:
+    return sum(requests.get(key, {}).values())
+
+
+def _walk_dirs(root: Path) -> tuple[int, int]:
+    """(project directories, versions/<document>/ directories) under a team root."""
+    projects = [p for p in root.iterdir() if p.is_dir()]
+    doc_dirs = sum(1 for p in projects for d in (p / "versions").iterdir() if d.is_dir())
+    return len(projects), doc_dirs
+
+
+def fig_listing(b: Bench) -> list[Result]:
+    """5. ``ls -lR`` of team bench-large (50 projects x 100 documents) at 20 ms latency."""
+    results: list[Result] = []
+    progress("starting an emulator with seed `large` (5000 documents)")
+    # A TTL far longer than the run, so the second pass is certainly within it.
+    with (
+        b.emulator("--latency-ms", str(LISTING_LATENCY_MS), seed="large") as emu,
+        b.mount(emu, "--dir-ttl", "3600", team="bench-large") as m,
+    ):
+        emu.reset_stats()
+        cold_s, out = timed(["ls", "-lR", str(m.path)])
+        cold = emu.requests()
+        lines = out.count("\n")
+        progress(f"cold ls -lR: {cold_s:.1f} s, {lines} lines")
+        emu.reset_stats()
+        warm_s, _ = timed(["ls", "-lR", str(m.path)])
+        warm = emu.requests()
+        projects, doc_dirs = _walk_dirs(m.path)
+    attachments = _count(cold, LIST_ATTACHMENTS)
+    structures = _count(cold, LIST_STRUCTURES)
+    versions = _count(cold, LIST_VERSIONS)
+    cold_total = sum(sum(v.values()) for v in cold.values())
+    warm_total = sum(sum(v.values()) for v in warm.values())
+    per_project = max(attachments, structures) / projects if projects else float("nan")
+    per_doc_dir = versions / doc_dirs if doc_dirs else float("nan")
+    other = {k: sum(v.values()) for k, v in cold.items()}
+    results.append(
+        Result(
+            "listing",
+            f"ls -lR bench-large ({projects} projects, {doc_dirs} documents,"
+            f" {LISTING_LATENCY_MS} ms latency), first pass",
+            f"{attachments} attachment + {structures} structure listings for {projects} project"
+            f" directories, {versions} version listings for {doc_dirs} versions/<doc>"
+            f" directories, {cold_total} calls in all, {cold_s:.1f} s",
+            None,
+            f"{per_project:.2f} per project directory, {per_doc_dir:.2f} per versions/<doc>",
+            "target 1 listing per directory",
+            attachments == projects and structures == projects and versions == doc_dirs,
+            {"seconds": cold_s, "requests": other, "lines": lines},
+        )
+    )
+    results.append(
+        Result(
+            "listing",
+            "ls -lR bench-large again within the directory TTL",
+            f"{warm_total} calls, {warm_s:.2f} s",
+            None,
+            None,
+            "target 0 calls",
+            warm_total == 0,
+            {"seconds": warm_s, "requests": {k: sum(v.values()) for k, v in warm.items()}},
+        )
+    )
+    return results
+
+
+def fig_read_rss(b: Bench) -> list[Result]:
+    """6. Peak RSS of the mount process while reading a document twice the big size."""
+    size = 2 * b.size
+    with b.emulator() as emu:
+        pid = emu.create_project("Big")
+        progress(f"creating a {human_size(size)} document")
+        doc = emu.create_document(pid, "big.bin", size, "big")
+        with b.mount(emu) as m:
+            before = m.peak_rss()
+            path = m.path / "Big" / doc["fileName"]
+            seconds = read_file_timed(path)
+            rss = m.peak_rss()
+    return [
+        Result(
+            "read-rss",
+            f"mount peak RSS reading {human_size(size)}",
+            f"{rss / MiB:.0f} MiB",
+            f"{before / MiB:.0f} MiB after start",
+            None,
+            f"target <= {RSS_LIMIT_MIB:g} MiB",
+            rss <= RSS_LIMIT_MIB * MiB,
+            {"peak_rss": rss, "rss_after_start": before, "mb_s": mb_s(size, seconds)},
+        )
+    ]
+
+
+def fig_upload(b: Bench) -> list[Result]:
+    """7 and 8. ``cp`` into the mount until the upload is confirmed vs a curl multipart upload;
+    peak RSS of the mount process meanwhile."""
+    size = b.size
+    src = b.scratch("upload-src.bin")
+    progress(f"writing a local {human_size(size)} file")
+    write_local_file(src, size)
+    mount_s: list[float] = []
+    close_s: list[float] = []
+    curl_s: list[float] = []
+    rss: list[int] = []
+    with b.emulator() as emu:
+        pid = emu.create_project("Uploads")
+        url = f"{emu.url}/{TEAM}/projects/{pid}/attachments"
+        for r in range(b.rounds):
+            argv = [
+                "curl", "-sS", "-K", "-", "-o", "/dev/null", "-w", "%{http_code}",
+                "-F", f"file=@{src};type=application/octet-stream;filename=curl-{r}.bin",
+                url,
+            ]  # fmt: skip
+            seconds, out = timed(argv, stdin=emu.curl_config())
+            if out.strip() != "201":
+                raise BenchError(f"curl upload answered {out.strip()}")
+            curl_s.append(seconds)
+            with b.mount(emu, "--write-back-delay", "0") as m:
+                dest = m.path / "Uploads" / f"cp-{r}.bin"
+                start = time.perf_counter()
+                timed(["cp", str(src), str(dest)])
+                close_s.append(time.perf_counter() - start)
+                m.wait_uploaded()
+                mount_s.append(time.perf_counter() - start)
+                rss.append(m.peak_rss())
+            progress(
+                f"round {r + 1}: cp {close_s[-1]:.1f} s + upload = {mount_s[-1]:.1f} s,"
+                f" curl {curl_s[-1]:.1f} s"
+            )
+        emu_rss = emu.peak_rss()
+        docs = {d["fileName"]: d for d in _attachments(emu, pid)}
+    src.unlink()
+    for r in range(b.rounds):
+        doc = docs.get(f"cp-{r}.bin")
+        if doc is None or int(doc["size"]) != size:
+            raise BenchError(f"cp-{r}.bin did not arrive on the server whole: {doc}")
+    best, ref = min(mount_s), min(curl_s)
+    ratio = best / ref
+    return [
+        Result(
+            "upload",
+            f"cp {human_size(size)} into the mount until uploaded",
+            f"{best:.2f} s",
+            f"curl multipart {ref:.2f} s",
+            ratio_line(ratio),
+            "target <= 1.2x",
+            ratio <= 1.2,
+            {"mount_s": mount_s, "cp_returned_s": close_s, "curl_s": curl_s},
+        ),
+        Result(
+            "upload-rss",
+            f"mount peak RSS during the {human_size(size)} upload",
+            f"{max(rss) / MiB:.0f} MiB",
+            None,
+            None,
+            f"target <= {RSS_LIMIT_MIB:g} MiB",
+            max(rss) <= RSS_LIMIT_MIB * MiB,
+            {"peak_rss": rss},
+        ),
+        Result(
+            "upload",
+            "  emulator peak RSS during the uploads (information)",
+            f"{emu_rss / MiB:.0f} MiB",
+            data={"emulator_peak_rss": emu_rss},
+        ),
+    ]
+
+
+def _attachments(emu: Emulator, pid: str) -> list[dict[str, Any]]:
+    url = f"{emu.url}/{TEAM}/projects/{pid}/attachments"
+    _, out = timed(["curl", "-sS", "-f", "-K", "-", url], stdin=emu.curl_config())
+    docs: list[dict[str, Any]] = json.loads(out)
+    return docs
+
+
+FIGURES: dict[str, Callable[[Bench], list[Result]]] = {
+    "cold-read": fig_cold_read,
+    "throttled-read": fig_throttled_read,
+    "ttfb": fig_ttfb,
+    "warm-read": fig_warm_read,
+    "listing": fig_listing,
+    "read-rss": fig_read_rss,
+    "upload": fig_upload,
+}
+# Figure numbers from docs/performance.md, and 8 (upload RSS) comes with the upload run.
+ALIASES = {
+    "1": "cold-read", "2": "throttled-read", "3": "ttfb", "4": "warm-read",
+    "5": "listing", "6": "read-rss", "7": "upload", "8": "upload", "upload-rss": "upload",
+}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description="Measure bimfs against curl and the local page cache, in the same run.",
+    )
+    parser.add_argument(
+        "--size",
+        default="1G",
+        help="size of the big document (default 1G; the RSS figure reads twice this)",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"run only this figure (repeatable): {', '.join(FIGURES)} (or 1-8)",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="runs per timed figure (best kept)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also save the results here")
+    parser.add_argument("--tmpdir", type=Path, help="where to put the temporary directory")
+    args = parser.parse_args(argv)
+    try:
+        args.size_bytes = parse_size(args.size)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.size_bytes < 64 * MiB:
+        parser.error("--size must be at least 64M (smaller files never use parallel streams)")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    selected: list[str] = []
+    for name in args.only:
+        for part in name.split(","):
+            key = ALIASES.get(part.strip(), part.strip())
+            if key not in FIGURES:
+                parser.error(f"unknown figure {part!r} (known: {', '.join(FIGURES)})")
+            if key not in selected:
+                selected.append(key)
+    args.figures = selected or list(FIGURES)
+    return args
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected figures, print one line per result and a summary; the exit status."""
+    args = parse_args(argv)
+    for tool in ("curl", "dd", "cp", "ls", "fusermount3"):
+        if shutil.which(tool) is None:
+            print(f"bench: {tool} not found", file=sys.stderr)
+            return 1
+    # SIGTERM and SIGHUP clean up like Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
+    tmp = Path(tempfile.mkdtemp(prefix="bimfs-bench-", dir=args.tmpdir))
+    free = shutil.disk_usage(tmp).free
+    if free < 8 * args.size_bytes:
+        print(
+            f"bench: warning: only {human_size(free)} free in {tmp}, a full run may need"
+            f" {human_size(8 * args.size_bytes)}",
+            file=sys.stderr,
+        )
+    bench = Bench(args.size_bytes, args.rounds, tmp)
+    started = time.monotonic()
+    results: list[Result] = []
+    errors: dict[str, str] = {}
+    print(
+        f"bimfs benchmark, {os.cpu_count()} cores, size {human_size(args.size_bytes)},"
+        f" best of {args.rounds} runs per timed figure",
+        flush=True,
+    )
+    try:
+        for name in args.figures:
+            print(f"== {name}", file=sys.stderr, flush=True)
+            try:
+                figure = FIGURES[name](bench)
+            except (BenchError, OSError, subprocess.TimeoutExpired) as exc:
+                errors[name] = str(exc)
+                print(f"{name}: ERROR {exc}", flush=True)
+                continue
+            for result in figure:
+                print(result.line(), flush=True)
+            results.extend(figure)
+    except KeyboardInterrupt:
+        print("bench: interrupted, cleaning up", file=sys.stderr)
+        bench.close()
+        return 130
+    finally:
+        bench.close()
+    elapsed = time.monotonic() - started
+    verdicts = [r.passed for r in results if r.passed is not None]
+    failed = [r.title.strip() for r in results if r.passed is False]
+    summary = (
+        f"summary: {len(verdicts)} targets, {verdicts.count(True)} PASS, {len(failed)} FAIL"
+        f", {len(errors)} not measured, {elapsed:.0f} s"
+    )
+    if failed:
+        summary += " (FAIL: " + "; ".join(failed) + ")"
+    print(summary, flush=True)
+    if bench.mount_problems:
+        print(f"note: the mounts logged {len(bench.mount_problems)} error lines:", flush=True)
+        for line in bench.mount_problems[:10]:
+            print(f"  {line}", flush=True)
+    if args.json:
+        report = {
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "machine": {
+                "cores": os.cpu_count(),
+                "kernel": platform.release(),
+                "python": platform.python_version(),
+            },
+            "size": args.size_bytes,
+            "rounds": args.rounds,
+            "seconds": elapsed,
+            "results": [asdict(r) for r in results],
+            "errors": errors,
+            "mount_problems": bench.mount_problems,
+        }
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
