@@ -461,8 +461,9 @@ class Filesystem:
             del self.doc_nodes[node.doc.id]
 
     def _replace_children(self, d: DirNode, children: dict[str, Node]) -> None:
+        kept = {id(node) for node in children.values()}
         for name, old in d.children.items():
-            if children.get(name) is not old and old.parent is d and old not in children.values():
+            if children.get(name) is not old and old.parent is d and id(old) not in kept:
                 if not (isinstance(old, FileNode) and old.doc is not None):
                     old.removed = old.removed or not isinstance(old, FileNode)
                 self.invalidate_entry(d.ino, name)
@@ -620,8 +621,10 @@ class Filesystem:
 
         async def fetch(slug: str, aid: str) -> None:
             async with self._prefetch_limit:
-                with contextlib.suppress(ApiError):
+                try:
                     await self._versions(slug, aid)
+                except Exception as exc:  # a prefetch must never take the mount down
+                    log.debug("prefetching versions of %s: %s", aid, exc)
 
         for slug, aid in wanted:
             if aid is not None and ("versions", slug, aid) not in self._prefetching:
