@@ -830,6 +830,8 @@ class Filesystem:
         if not handle.writable:
             raise FsError(errno.EBADF)
         node = handle.node
+        while node.committing is not None:
+            await node.committing.wait()
         local = await self._make_local(node, truncate=False)
         assert local.fd is not None
         written = os.pwrite(local.fd, data, offset)
@@ -843,6 +845,8 @@ class Filesystem:
     async def truncate(self, node: FileNode, size: int, fh: int | None) -> None:
         if not self._file_writable(node):
             raise FsError(errno.EACCES if not self.config.read_only else errno.EROFS)
+        while node.committing is not None:
+            await node.committing.wait()
         local = await self._make_local(node, truncate=size == 0)
         assert local.fd is not None
         os.ftruncate(local.fd, size)
@@ -878,19 +882,31 @@ class Filesystem:
         }
 
     async def _commit(self, node: FileNode) -> None:
-        """Hand the node's new content to the journal (durable before this returns)."""
+        """Hand the node's new content to the journal (durable before this returns).
+
+        The fsync and the journal record run in a worker thread so a large file does not stall
+        every other request; writes to the node wait until the commit is done.
+        """
+        while node.committing is not None:
+            await node.committing.wait()
         local = node.local
         if local is None or not local.dirty or node.local_only or node.removed:
             return
         assert local.fd is not None
-        os.fsync(local.fd)
-        entry = self.journal.commit(node.key, self._upload_meta(node), local.path)
-        local.path = entry.data_path
-        local.committed = True
-        local.journal_id = entry.id
-        local.dirty = False
-        os.close(local.fd)
-        local.fd = None
+        done = node.committing = trio.Event()
+        try:
+            entry = await trio.to_thread.run_sync(
+                self.journal.commit, node.key, self._upload_meta(node), local.path
+            )
+            local.path = entry.data_path
+            local.committed = True
+            local.journal_id = entry.id
+            local.dirty = False
+            os.close(local.fd)
+            local.fd = None
+        finally:
+            node.committing = None
+            done.set()
         self.uploader.notify()
 
     async def flush(self, fh: int) -> None:
@@ -1293,7 +1309,7 @@ class Filesystem:
 
     @property
     def journal_dir(self) -> Path:
-        return self.journal.staging_path().parent
+        return self.journal.dir
 
     async def _rename_over(
         self, d1: DirNode, src: FileNode, d2: DirNode, new: str, dst: FileNode

@@ -14,6 +14,8 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import trio
+
 from bimfs.api.models import Attachment
 
 
@@ -171,6 +173,7 @@ class FileNode(Node):
         # Bumped whenever the content changes (a local write, a new version seen on the
         # server); an mtime set by utimes holds only for the generation it was set on.
         self.generation = 0
+        self.committing: trio.Event | None = None
         self.mtime_override: tuple[int, float] | None = None
         self.failed_reason: str = ""
         self.deleted = False
