@@ -36,24 +36,38 @@ def parse_size(text: str) -> int:
     return int(number * (1024**power))
 
 
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses."""
-    if host in ("localhost", "localhost.localdomain"):
+def check_api_url(api_url: str) -> str:
+    """Validate an API root URL and return it without a trailing slash.
+
+    ``https://`` is required; ``http://`` is accepted only for a loopback host (the emulator),
+    because the token would otherwise cross the network in clear text.
+    """
+    parts = urlsplit(api_url.strip())
+    scheme = parts.scheme.lower()
+    host = parts.hostname or ""
+    if scheme not in ("http", "https") or not host:
+        raise ConfigError(f"not an http(s) API URL: {api_url!r}")
+    if scheme == "http" and not is_loopback_host(host):
+        raise ConfigError(
+            f"refusing plain http:// API URL {api_url!r}: tokens would travel unencrypted; "
+            "use https:// (plain http is allowed only for 127.0.0.1/localhost)"
+        )
+    if parts.username or parts.password:
+        raise ConfigError("the API URL must not contain credentials")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"the API URL must not have a query or fragment: {api_url!r}")
+    return api_url.strip().rstrip("/")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses (``127.0.0.0/8``, ``::1``)."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def check_api_url(url: str) -> str:
-    """Normalise an API root URL; refuse plain http except to loopback."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"not an API URL: {url!r} (expected https://host/v2)")
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
-        raise ConfigError(f"refusing unencrypted http:// API URL for a non-loopback host: {url}")
-    return url.rstrip("/")
 
 
 def default_cache_root() -> Path:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import email.utils
 import html
-import ipaddress
 import json as json_module
 import logging
 import math
@@ -80,6 +79,7 @@ from bimfs.api.models import (
     require_object,
 )
 from bimfs.api.multipart import MultipartUpload
+from bimfs.config import check_api_url, is_loopback_host
 
 if TYPE_CHECKING:
     from bimfs.api.auth import AuthProvider
@@ -253,40 +253,6 @@ def _deadline(call: str, seconds: float) -> Iterator[None]:
 
 # --------------------------------------------------------------------------------------------
 # Small pure helpers (unit tested on their own).
-
-
-def check_api_url(api_url: str) -> str:
-    """Validate an API root URL and return it without a trailing slash.
-
-    ``https://`` is required; ``http://`` is accepted only for a loopback host (the emulator),
-    because the token would otherwise cross the network in clear text.
-    """
-    parts = urlsplit(api_url.strip())
-    scheme = parts.scheme.lower()
-    host = parts.hostname or ""
-    if scheme not in ("http", "https") or not host:
-        raise ValueError(f"not an http(s) API URL: {api_url!r}")
-    if scheme == "http" and not is_loopback_host(host):
-        raise ValueError(
-            f"refusing plain http:// API URL {api_url!r}: tokens would travel unencrypted; "
-            "use https:// (plain http is allowed only for 127.0.0.1/localhost)"
-        )
-    if parts.username or parts.password:
-        raise ValueError("the API URL must not contain credentials")
-    if parts.query or parts.fragment:
-        raise ValueError(f"the API URL must not have a query or fragment: {api_url!r}")
-    return api_url.strip().rstrip("/")
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for ``localhost`` and loopback IP addresses (``127.0.0.0/8``, ``::1``)."""
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
