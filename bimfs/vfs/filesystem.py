@@ -290,10 +290,22 @@ class Filesystem:
         return listing
 
     async def _versions(self, slug: str, aid: str) -> list[Attachment]:
-        versions: list[Attachment] = await self.meta.get(
-            ("versions", slug, aid), lambda: self.client.list_versions(slug, aid)
-        )
+        node = self.doc_nodes.get(aid)
+        doc = node.doc if node is not None else None
+
+        async def load() -> list[Attachment]:
+            if doc is not None and doc.version == 1 and doc.id == aid:
+                # Version numbers are never reused and the only version cannot be deleted,
+                # so a document whose latest version is 1 has exactly that one: no call needed.
+                return [doc]
+            return await self.client.list_versions(slug, aid)
+
+        versions: list[Attachment] = await self.meta.get(("versions", slug, aid), load)
         return versions
+
+    def _single_version(self, aid: str) -> bool:
+        node = self.doc_nodes.get(aid)
+        return node is not None and node.doc is not None and node.doc.version == 1
 
     def _invalidate_listing(self, d: DirNode | None) -> None:
         if d is None or d.slug is None or d.pid is None:
@@ -614,7 +626,10 @@ class Filesystem:
         wanted = [
             (node.slug or "", node.doc_id)
             for node in d.children.values()
-            if isinstance(node, DirNode) and node.doc_id and node.listing_token is None
+            if isinstance(node, DirNode)
+            and node.doc_id
+            and node.listing_token is None
+            and not self._single_version(node.doc_id)
         ]
         if not wanted:
             return
