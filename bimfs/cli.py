@@ -28,6 +28,7 @@ from bimfs.config import (
 )
 
 STATUS_XATTR = "user.bimfs.status"
+SYNC_XATTR = "user.bimfs.sync"
 log = logging.getLogger("bimfs")
 
 
@@ -292,6 +293,11 @@ def cmd_unmount(args: argparse.Namespace) -> int:
     mountpoint = args.mountpoint.absolute()
     status = read_status(mountpoint)
     deadline = time.monotonic() + args.timeout
+    if status.get("pending", 0):
+        try:
+            os.setxattr(mountpoint, SYNC_XATTR, b"1")
+        except OSError as exc:
+            raise CliError(f"cannot ask {mountpoint} to send its uploads: {exc.strerror}") from None
     while status.get("pending", 0) and time.monotonic() < deadline:
         time.sleep(0.2)
         status = read_status(mountpoint)

@@ -62,7 +62,8 @@ log = logging.getLogger(__name__)
 
 XATTR_PREFIX = "user.bimplus."
 STATE_XATTR = "user.bimfs.state"
-STATUS_XATTR = "user.bimfs.status"  # on the mount root: JSON for `bimfs status` / `unmount`
+STATUS_XATTR = "user.bimfs.status"
+SYNC_XATTR = "user.bimfs.sync"  # on the mount root: writing it sends pending uploads now  # on the mount root: JSON for `bimfs status` / `unmount`
 UNKNOWN_QUOTA = 1 << 50  # 1 PiB: "a large plausible size"
 BLOCK = 4096
 
@@ -1510,6 +1511,11 @@ class Filesystem:
 
     async def setxattr(self, ino: int, name: str, value: bytes) -> None:
         node = self._node(ino)
+        if node is self.root and name == SYNC_XATTR:
+            # `bimfs unmount`: send every pending save now instead of after its quiet period.
+            if self._nursery is not None:
+                self._nursery.start_soon(self.uploader.drain, self.config.drain_timeout * 10)
+            return
         if not isinstance(node, FileNode) or node.doc is None or node.is_version_file:
             raise FsError(errno.ENOTSUP if not name.startswith(XATTR_PREFIX) else errno.EACCES)
         if self.config.read_only:

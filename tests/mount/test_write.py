@@ -344,3 +344,54 @@ def test_unmount_waits_for_pending_uploads(emulator: Emulator, mount_factory: An
     m.process.wait(30)  # type: ignore[union-attr]
     m.process = None
     assert p.content("last.txt") == b"sent before unmount returns"
+
+
+def test_sparse_writes_and_two_writers_behave_like_a_local_disk(project: Project) -> None:
+    path = project.dir / "sparse.bin"
+    a = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    b = os.open(path, os.O_RDWR)
+    try:
+        os.pwrite(a, b"head", 0)
+        os.pwrite(b, b"tail", 1 << 20)
+        os.pwrite(a, b"HE", 0)
+        assert os.pread(b, 4, 0) == b"HEad"  # one writer sees the other's bytes at once
+        assert os.fstat(b).st_size == (1 << 20) + 4
+    finally:
+        os.close(a)
+        os.close(b)
+    project.sync()
+    expected = b"HEad" + bytes((1 << 20) - 4) + b"tail"
+    assert project.content("sparse.bin") == expected
+    assert len(project.versions("sparse.bin")) == 1
+    assert path.read_bytes() == expected
+
+
+def test_mv_between_projects_copies_then_deletes(emulator: Emulator, mount: Mount) -> None:
+    src = Project(emulator, mount, "mv-source")
+    dst = Project(emulator, mount, "mv-target")
+    src.seed("moved.txt", b"moving house")
+    with pytest.raises(OSError) as info:
+        os.rename(src.dir / "moved.txt", dst.dir / "moved.txt")
+    assert info.value.errno == 18  # EXDEV: mv falls back to copy + delete
+    sh("mv", str(src.dir / "moved.txt"), str(dst.dir / "moved.txt"))
+    dst.sync()
+    assert src.docs() == {}
+    assert dst.content("moved.txt") == b"moving house"
+
+
+def test_conflicting_server_change_keeps_both_contents(
+    emulator: Emulator, mount_factory: Any
+) -> None:
+    m = mount_factory(emulator, "--write-back-delay", "3600")
+    p = Project(emulator, m, "conflict")
+    doc = p.seed("shared.txt", b"base")
+    assert (p.dir / "shared.txt").read_bytes() == b"base"
+    (p.dir / "shared.txt").write_bytes(b"mine")  # pending locally
+    emulator.new_version(SLUG, doc["id"], "shared.txt", b"theirs")
+    result = m.bimfs("unmount", str(m.path), "--timeout", "60")
+    assert result.returncode == 0, result.stderr
+    m.process.wait(30)  # type: ignore[union-attr]
+    m.process = None
+    versions = p.versions("shared.txt")
+    contents = [p.content("shared.txt", int(v["version"])) for v in versions]
+    assert contents == [b"base", b"theirs", b"mine"]
