@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--write-back-delay", type=float, default=2.0, metavar="SECONDS")
     mount.add_argument("--local-only", action="append", default=[], metavar="PATTERN")
     mount.add_argument("--read-only", action="store_true")
+    mount.add_argument(
+        "--no-stream-uploads",
+        dest="stream_uploads",
+        action="store_false",
+        help="send large new files only after close, not while they are written",
+    )
     mount.add_argument("--foreground", "-f", action="store_true")
     mount.add_argument(
         "-o", dest="fuse_options", action="append", default=[], metavar="FUSE_OPTIONS"
@@ -138,6 +144,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         uid=args.uid if args.uid is not None else os.getuid(),
         gid=args.gid if args.gid is not None else os.getgid(),
         drain_timeout=args.drain_timeout,
+        stream_uploads=args.stream_uploads,
     )
 
 
@@ -262,8 +269,9 @@ def format_status(status: dict[str, Any]) -> str:
         size = t.get("size") or 0
         sent = t.get("sent", t.get("bytes_sent", 0)) or 0
         rate = t.get("rate", t.get("rate_bps", 0)) or 0
+        name = t.get("path") or t.get("name") or t.get("file_name") or t.get("key")
         lines.append(
-            f"  {t.get('state', '?'):9} {t.get('path') or t.get('file_name') or t.get('key')}"
+            f"  {t.get('state', '?'):9} {name}"
             f"  {_human(sent)}/{_human(size)}  {_human(rate)}/s"
         )
     lines.append(f"  pending uploads: {status.get('pending', 0)}")
@@ -271,15 +279,22 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"  failed: {f.get('path') or f.get('file_name')}: {f.get('reason')}")
     cache = status.get("cache", {})
     if cache:
-        used = cache.get("bytes", cache.get("used", 0)) or 0
-        budget = cache.get("budget", cache.get("max_bytes", 0)) or 0
+        used = cache.get("bytes_used", 0) or 0
+        budget = cache.get("max_bytes", cache.get("budget", 0)) or 0
         lines.append(f"  cache: {_human(used)} of {_human(budget)} in {status.get('cache_dir')}")
     return "\n".join(lines)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    mounts = [args.mountpoint.absolute()] if args.mountpoint else bimfs_mounts()
-    statuses = [read_status(m) for m in mounts]
+    if args.mountpoint:
+        statuses = [read_status(args.mountpoint.absolute())]
+    else:
+        statuses = []
+        for mountpoint in bimfs_mounts():
+            try:
+                statuses.append(read_status(mountpoint))
+            except CliError as exc:  # a dead mount must not hide the others
+                print(f"bimfs: {exc}", file=sys.stderr)
     if args.json:
         print(json.dumps(statuses[0] if args.mountpoint else statuses, indent=2))
     elif not statuses:

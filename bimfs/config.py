@@ -105,6 +105,7 @@ class Config:
     request_timeout: float = 60.0
     read_timeout: float = 120.0
     drain_timeout: float = 30.0
+    stream_uploads: bool = True
 
     def __post_init__(self) -> None:
         if self.dir_ttl < 0:

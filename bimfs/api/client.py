@@ -78,7 +78,7 @@ from bimfs.api.models import (
     require_list,
     require_object,
 )
-from bimfs.api.multipart import MultipartUpload
+from bimfs.api.multipart import GrowingMultipartUpload, GrowingSource, MultipartUpload
 from bimfs.config import check_api_url, is_loopback_host
 
 if TYPE_CHECKING:
@@ -1284,6 +1284,76 @@ class BimplusClient:
             landed=landed,
         )
 
+    async def stream_upload(
+        self,
+        slug: str,
+        source: GrowingSource,
+        *,
+        file_name: str,
+        content_type: str,
+        pid: str | None = None,
+        folder_id: str | None = None,
+        aid: str | None = None,
+        known_version: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Attachment:
+        """Upload a file while it is still being written: a new document of project ``pid``
+        (or a new version of ``aid``), sent with chunked encoding as ``source`` grows and
+        completed when ``source.finish`` is called.
+
+        One attempt only: the caller keeps the content and falls back to a plain upload when
+        this raises. An answer lost after the body was complete is settled through the server's
+        lists like any other upload, so the file is never stored twice.
+        """
+        started = time.time()
+        params: dict[str, str] = {}
+        if aid is not None:
+            if known_version is None:
+                versions = await self.list_versions(slug, aid)
+                known_version = max((v.version for v in versions), default=0)
+            baseline = known_version
+            template, args = "/{slug}/attachments/{aid}/versions", {"slug": slug, "aid": aid}
+
+            async def landed() -> Attachment | None:
+                if source.final is None:
+                    return None
+                versions = await self.list_versions(slug, aid)
+                found = [v for v in versions if v.version > baseline and v.size == source.final]
+                return found[-1] if found else None
+
+        else:
+            assert pid is not None
+            args = {"slug": slug, "pid": pid}
+            if folder_id is None:
+                template = "/{slug}/projects/{pid}/attachments"
+            else:
+                template = "/{slug}/objects/{pid}/attachments"
+                params = {"DocumentFolderId": folder_id}
+
+            async def landed() -> Attachment | None:
+                if source.final is None:
+                    return None
+                since = started + self._clock_offset - UPLOAD_SETTLE_SLACK
+                docs = await self.list_attachments(slug, pid, project_only=folder_id is None)
+                found = [
+                    d for d in docs
+                    if d.file_name == file_name and d.size == source.final
+                    and d.created_at is not None and d.created_at >= since
+                ]  # fmt: skip
+                return max(found, key=lambda d: (d.created_at or 0.0, d.id)) if found else None
+
+        call = self._call("POST", template)
+
+        def body() -> GrowingMultipartUpload:
+            return GrowingMultipartUpload(
+                source, file_name=file_name, content_type=content_type, progress=progress
+            )
+
+        def parse(data: Any) -> Attachment:
+            return Attachment.from_json(data, call)
+
+        return await self._send_new("POST", template, args, params, body, parse, landed, 0)
+
     async def replace_content(
         self,
         slug: str,
@@ -1366,6 +1436,7 @@ class BimplusClient:
         make_body: Callable[[], _Body],
         parse: Callable[[Any], T],
         landed: Callable[[], Awaitable[T | None]],
+        retries: int | None = None,
     ) -> T:
         """Send a request that must not be duplicated (an upload, a creation).
 
@@ -1381,6 +1452,7 @@ class BimplusClient:
         timeout = httpx.Timeout(self.timeout, read=max(self.timeout, 120.0))
         refreshed = False
         attempt = 0
+        limit = self.policy.retries if retries is None else retries
         while True:
             body = make_body()
             token = await self._token()
@@ -1403,7 +1475,7 @@ class BimplusClient:
                     await self._close(response, call)
                 if not body.started:
                     # Nothing of the body left this machine: the server cannot have stored it.
-                    if attempt >= self.policy.retries:
+                    if attempt >= limit:
                         raise
                     await self._retry_wait(call, attempt, err.message)
                     attempt += 1
@@ -1429,7 +1501,7 @@ class BimplusClient:
                     retry_after = parse_retry_after(response.headers.get("retry-after"))
                     if (
                         (status == 429 or status >= 500)
-                        and attempt < self.policy.retries
+                        and attempt < limit
                         and (retry_after is None or retry_after <= MAX_RETRY_AFTER)
                     ):
                         # The server refused the request: nothing was stored, send it again.
@@ -1449,7 +1521,7 @@ class BimplusClient:
             if found is not None:
                 log.info("%s: the interrupted request had been stored (%s)", call, unknown.message)
                 return found
-            if attempt >= self.policy.retries:
+            if attempt >= limit:
                 raise unknown
             await self._retry_wait(call, attempt, f"{unknown.message} (not stored)")
             attempt += 1

@@ -17,6 +17,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import trio
@@ -170,3 +171,83 @@ class MultipartUpload:
                     f"{self.source} grew beyond {self.size} bytes during the upload"
                 )
             yield self.tail
+
+
+class GrowingSource:
+    """A file that is still being written: its readers wait for more bytes until ``finish``
+    fixes the final size. Lives on the trio thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.size = 0
+        self.final: int | None = None
+        self._changed = trio.Event()
+
+    def grew(self, size: int) -> None:
+        """The file is now at least ``size`` bytes long."""
+        if size > self.size:
+            self.size = size
+            self._wake()
+
+    def finish(self, size: int) -> None:
+        """The file is complete at ``size`` bytes."""
+        self.size = size
+        self.final = size
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_beyond(self, pos: int) -> None:
+        """Return once more than ``pos`` bytes exist or the size is final."""
+        while self.size <= pos and self.final is None:
+            await self._changed.wait()
+
+
+class GrowingMultipartUpload(MultipartUpload):
+    """An upload body for a file still being written, sent as it grows.
+
+    The length is unknown when the request starts, so the request goes out with chunked
+    transfer encoding (no ``Content-Length``). The body ends when the source is finished; it
+    raises :class:`SourceChangedError` if the file turns out shorter than what was announced.
+    """
+
+    def __init__(self, source: GrowingSource, **kwargs: Any) -> None:
+        super().__init__(source.path, size=0, **kwargs)
+        self.growing = source
+
+    @property
+    def content_length(self) -> int:
+        raise TypeError("a growing upload has no length until it is finished")
+
+    def headers(self) -> dict[str, str]:
+        return {"Content-Type": self.content_type}
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        fd = os.open(self.growing.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self.started = True
+            yield self.head
+            pos = 0
+            while True:
+                available = self.growing.size - pos
+                if available > 0:
+                    chunk = await trio.to_thread.run_sync(
+                        os.pread, fd, min(CHUNK_SIZE, available), pos
+                    )
+                    if not chunk:
+                        raise SourceChangedError(f"{self.growing.path} shrank during the upload")
+                    pos += len(chunk)
+                    self.sent = pos
+                    yield chunk
+                    if self.progress is not None:
+                        self.progress(self.sent)
+                elif self.growing.final is not None:
+                    break
+                else:
+                    await self.growing.wait_beyond(pos)
+            self.size = pos
+            yield self.tail
+        finally:
+            os.close(fd)

@@ -35,6 +35,12 @@ API_ERRNO: tuple[tuple[type[BaseException], int], ...] = (
 
 def to_errno(exc: BaseException) -> int:
     """The errno a failed operation reports for ``exc``."""
+    if isinstance(exc, BaseExceptionGroup):
+        # A task group's failure: report its first real error.
+        inner = next((e for e in exc.exceptions if not isinstance(e, BaseExceptionGroup)), None)
+        if inner is None and exc.exceptions:
+            return to_errno(exc.exceptions[0])
+        return to_errno(inner) if inner is not None else errno.EIO
     if isinstance(exc, FsError):
         return exc.errno
     if isinstance(exc, cache_errors.ContentTimeoutError):

@@ -145,8 +145,9 @@ async def _serve(config: Config, ready: Callable[[], None]) -> None:
                 ready()
                 log.info("mounted %s at %s", config.api_url, config.mountpoint)
                 await pyfuse3.main()
-                # Unmounted by fusermount3 -u or a signal: send what is pending, bounded.
-                if not await fs.drain(config.drain_timeout):
+                # Unmounted by fusermount3 -u: send what is pending, bounded. After a signal the
+                # drain already ran (bounded) before the unmount.
+                if not stop.terminated and not await fs.drain(config.drain_timeout):
                     log.warning(
                         "uploads still pending at exit stay in %s and resume on the next mount",
                         config.cache_dir,

@@ -75,7 +75,7 @@ def entry(attr: Attr) -> pyfuse3.EntryAttributes:
     out.st_gid = attr.gid
     out.st_rdev = 0
     out.st_size = attr.size
-    out.st_blksize = 1 << 17
+    out.st_blksize = 1 << 20
     out.st_blocks = attr.blocks
     mtime_ns = int(attr.mtime * 1e9)
     out.st_atime_ns = mtime_ns

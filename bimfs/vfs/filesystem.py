@@ -37,6 +37,7 @@ from bimfs.cache.journal import Journal, JournalEntry
 from bimfs.cache.metadata import TtlCache
 from bimfs.cache.uploader import Uploader
 from bimfs.config import Config
+from bimfs.vfs.eager import EAGER_MIN_SIZE, EagerUpload
 from bimfs.vfs.names import (
     VERSIONS_DIR,
     LocalOnlyMatcher,
@@ -62,8 +63,8 @@ log = logging.getLogger(__name__)
 
 XATTR_PREFIX = "user.bimplus."
 STATE_XATTR = "user.bimfs.state"
-STATUS_XATTR = "user.bimfs.status"
-SYNC_XATTR = "user.bimfs.sync"  # on the mount root: writing it sends pending uploads now  # on the mount root: JSON for `bimfs status` / `unmount`
+STATUS_XATTR = "user.bimfs.status"  # on the mount root: JSON for `bimfs status` / `unmount`
+SYNC_XATTR = "user.bimfs.sync"  # on the mount root: writing it sends pending uploads now
 UNKNOWN_QUOTA = 1 << 50  # 1 PiB: "a large plausible size"
 BLOCK = 4096
 
@@ -263,9 +264,13 @@ class Filesystem:
             async def folders() -> None:
                 result["folders"] = await self.client.get_folders(slug, pid)
 
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(docs)
-                nursery.start_soon(folders)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(docs)
+                    nursery.start_soon(folders)
+            except BaseExceptionGroup as group:
+                # Report the API's own error (401, 404, ...), not the group around it.
+                raise first_error(group) from None
             folder_map: dict[str, FolderNode] = {}
             doc_folder: dict[str, str] = {}
 
@@ -785,7 +790,9 @@ class Filesystem:
         if local is not None and not local.committed:
             if truncate:
                 assert local.fd is not None
+                self._abandon_eager(local)
                 os.ftruncate(local.fd, 0)
+                local.append_only = True
                 local.size = 0
                 local.dirty = True
                 local.mtime = time.time()
@@ -803,6 +810,8 @@ class Filesystem:
                 os.unlink(path)
             raise
         old_writers = local.writers if local is not None else 0
+        if local is not None:
+            self._abandon_eager(local)
         node.local = LocalData(
             path=Path(path),
             size=size,
@@ -810,6 +819,7 @@ class Filesystem:
             fd=fd,
             writers=old_writers,
             dirty=truncate,
+            append_only=truncate,
         )
         if truncate:
             node.generation += 1
@@ -850,10 +860,18 @@ class Filesystem:
             await node.committing.wait()
         local = await self._make_local(node, truncate=False)
         assert local.fd is not None
+        if local.append_only and offset != local.size:
+            local.append_only = False
+            self._abandon_eager(local)
         written = os.pwrite(local.fd, data, offset)
         local.size = max(local.size, offset + written)
         local.dirty = True
         node.generation += 1
+        if local.append_only:
+            if local.eager is not None:
+                local.eager.grew(local.size)
+            elif local.size >= EAGER_MIN_SIZE and self._stream_ok(node):
+                self._start_eager(node, local)
         local.mtime = time.time()
         self.uploader.touch(node.key)
         return written
@@ -866,6 +884,9 @@ class Filesystem:
         local = await self._make_local(node, truncate=size == 0)
         assert local.fd is not None
         os.ftruncate(local.fd, size)
+        if size != 0:
+            local.append_only = False
+            self._abandon_eager(local)
         local.size = size
         local.dirty = True
         local.mtime = time.time()
@@ -910,6 +931,7 @@ class Filesystem:
             return
         assert local.fd is not None
         done = node.committing = trio.Event()
+        log.debug("committing %s (%d bytes)", node.path(), local.size)
         try:
             entry = await trio.to_thread.run_sync(
                 self.journal.commit, node.key, self._upload_meta(node), local.path
@@ -920,6 +942,7 @@ class Filesystem:
             local.dirty = False
             os.close(local.fd)
             local.fd = None
+            log.debug("committed %s", node.path())
         finally:
             node.committing = None
             done.set()
@@ -955,6 +978,7 @@ class Filesystem:
         local = node.local
         if local is None:
             return
+        self._abandon_eager(local)
         if local.fd is not None:
             os.close(local.fd)
             local.fd = None
@@ -1072,6 +1096,8 @@ class Filesystem:
 
     def _drop_pending(self, node: FileNode) -> None:
         """The user removed a file: its not-yet-sent content goes with it."""
+        if node.local is not None:
+            self._abandon_eager(node.local)
         for entry in self.journal.by_key(node.key):
             if entry.state == "uploading":
                 node.deleted = True
@@ -1389,13 +1415,67 @@ class Filesystem:
         if node.local is not None and node.open_count == 0:
             self._discard_local(node)
 
+    # ------------------------------------------------------------------ streaming uploads
+
+    def _stream_ok(self, node: FileNode) -> bool:
+        """Whether a file being written may already be streamed to the server."""
+        config = self.config
+        parent = node.parent
+        return (
+            config.stream_uploads
+            and config.write_back_delay <= 30
+            and self._nursery is not None
+            and not node.local_only
+            and not node.removed
+            and parent is not None
+            and self._writable_dir(parent)
+            and (node.doc is None or node.doc.rights.update)
+        )
+
+    def _start_eager(self, node: FileNode, local: LocalData) -> None:
+        assert self._nursery is not None
+        eager = EagerUpload(
+            node.key,
+            self._upload_meta(node),
+            local.path,
+            idle_limit=self.config.write_back_delay + 30.0,
+        )
+        local.eager = eager
+        eager.grew(local.size)
+        log.debug("streaming %s while it is written", node.path())
+        self._nursery.start_soon(eager.run, self.client)
+
+    @staticmethod
+    def _abandon_eager(local: LocalData) -> None:
+        if local.eager is not None:
+            local.eager.abort()
+            local.eager = None
+
+    async def _finish_eager(
+        self, entry: JournalEntry, progress: Callable[[int], None]
+    ) -> Attachment | None:
+        """Complete the streaming upload made for exactly this entry, if there is one."""
+        node = self.key_nodes.get(entry.key)
+        local = node.local if node is not None else None
+        if local is None or local.eager is None or local.journal_id != entry.id:
+            return None
+        eager, local.eager = local.eager, None
+        if not eager.matches(entry.key, entry.meta):
+            eager.abort()
+            return None
+        result: Attachment | None = await eager.finish(entry.size, progress)
+        return result
+
     # ------------------------------------------------------------------ uploads
 
     async def _upload(self, entry: JournalEntry, progress: Callable[[int], None]) -> None:
         """Send one journal entry (called by the uploader, retried by it)."""
         meta = entry.meta
         slug = meta["slug"]
-        if meta.get("op") == "create":
+        streamed = await self._finish_eager(entry, progress)
+        if streamed is not None:
+            att = streamed
+        elif meta.get("op") == "create":
             att = await self.client.create_attachment(
                 slug,
                 meta["pid"],
@@ -1405,14 +1485,6 @@ class Filesystem:
                 folder_id=meta.get("folder_id"),
                 progress=progress,
             )
-            new_key = f"doc:{att.id}"
-            for other in self.journal.by_key(entry.key):
-                if other.id != entry.id:
-                    self.journal.rekey(other.id, new_key)
-                    self.journal.update_meta(
-                        other.id,
-                        {**other.meta, "op": "version", "aid": att.id, "base_version": att.version},
-                    )
         else:
             att = await self.client.create_version(
                 slug,
@@ -1423,6 +1495,16 @@ class Filesystem:
                 progress=progress,
                 known_version=meta.get("base_version"),
             )
+        if meta.get("op") == "create":
+            new_key = f"doc:{att.id}"
+            for other in self.journal.by_key(entry.key):
+                if other.id != entry.id:
+                    self.journal.rekey(other.id, new_key)
+                    self.journal.update_meta(
+                        other.id,
+                        {**other.meta, "op": "version", "aid": att.id, "base_version": att.version},
+                    )
+        else:
             new_key = entry.key
         node = self.key_nodes.get(entry.key)
         self.meta.invalidate(("versions", slug, att.id))
@@ -1459,10 +1541,10 @@ class Filesystem:
             return f"failed: {failed[-1].reason}"
         if any(e.state == "uploading" for e in entries):
             return "uploading"
-        if entries or (node.local is not None and node.local.dirty):
-            return "pending"
         if node.local_only:
             return "local"
+        if entries or (node.local is not None and node.local.dirty):
+            return "pending"
         return "synced"
 
     def _xattrs(self, node: Node) -> dict[str, str]:
@@ -1576,6 +1658,18 @@ class Filesystem:
             ],
             "cache": self.content.usage(),
         }
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The first error of a task group that is not a cancellation (else the group itself)."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            inner = first_error(exc)
+            if inner is not exc:
+                return inner
+        elif not isinstance(exc, trio.Cancelled):
+            return exc
+    return group
 
 
 def _copy_fd(src: int, dst: int) -> int:

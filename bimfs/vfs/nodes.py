@@ -11,8 +11,9 @@ import enum
 import errno
 import os
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -145,7 +146,9 @@ class LocalData:
     dirty: bool = False
     fd: int | None = None
     writers: int = 0
-    extra: dict[str, str] = field(default_factory=dict)
+    # Written only at its end since it was empty: a candidate for streaming while written.
+    append_only: bool = False
+    eager: Any = None  # bimfs.vfs.eager.EagerUpload streaming this data, if any
 
 
 class FileNode(Node):

@@ -395,3 +395,38 @@ def test_conflicting_server_change_keeps_both_contents(
     versions = p.versions("shared.txt")
     contents = [p.content("shared.txt", int(v["version"])) for v in versions]
     assert contents == [b"base", b"theirs", b"mine"]
+
+
+@pytest.mark.parametrize("pattern", ["sequential", "rewrite-middle", "temp-then-rename"])
+def test_large_saves_streamed_while_written_arrive_exactly_once(
+    emulator: Emulator, mount_factory: Any, pattern: str
+) -> None:
+    m = mount_factory(emulator, "--write-back-delay", "0.5")
+    p = Project(emulator, m, f"stream-{pattern}")
+    data = bytearray(os.urandom(20 << 20))
+    target = p.dir / "big.bin"
+    path = p.dir / ".big.bin.partial" if pattern == "temp-then-rename" else target
+    with open(path, "wb") as fh:
+        for start in range(0, len(data), 1 << 20):
+            fh.write(data[start : start + (1 << 20)])
+        if pattern == "rewrite-middle":
+            fh.seek(5 << 20)
+            fh.write(b"X" * 100)
+            data[5 << 20 : (5 << 20) + 100] = b"X" * 100
+    if pattern == "temp-then-rename":
+        os.rename(path, target)
+    p.sync()
+    assert list(p.docs()) == ["big.bin"]
+    assert p.content("big.bin") == bytes(data)
+    assert len(p.versions("big.bin")) == 1
+    creates = emulator.stats()["requests"].get(CREATE, {})
+    assert creates.get("201") == 1
+    if pattern == "sequential":
+        assert creates == {"201": 1}  # streamed while written: one request, nothing abandoned
+    # over an existing document: one new version, streamed too
+    data2 = os.urandom(12 << 20)
+    with open(target, "wb") as fh:
+        fh.write(data2)
+    p.sync()
+    assert [int(v["version"]) for v in p.versions("big.bin")] == [1, 2]
+    assert p.content("big.bin") == data2
