@@ -1020,16 +1020,14 @@ class Filesystem:
         elif not d.holds_documents:
             raise FsError(errno.EACCES)
         detached = None if local_only else d.detached.pop(name, None)
-        if detached is not None and detached in self.doc_nodes:
-            # vim's backup rename: the new file under the old name is a new version.
-            node = self.doc_nodes[detached]
-            node.name, node.parent, node.local_only, node.removed = name, d, False, False
-            node.key = f"doc:{detached}"
-            self.key_nodes[node.key] = node
-            d.hidden.discard(detached)
-            d.overlay.pop(name, None)
-            d.children[name] = node
-            return node
+        if detached is not None:
+            # vim's backup rename: the new file under the old name is the next version.
+            node = self._new_file_node(d, name, "")
+            if self._claim_detached(node, d, detached):
+                d.overlay.pop(name, None)
+                d.children[name] = node
+                return node
+            self.inodes.drop(node.ino)
         key = f"local:{uuid.uuid4().hex}" if local_only else f"new:{uuid.uuid4().hex}"
         node = self._new_file_node(d, name, key)
         node.local_only = local_only
@@ -1276,9 +1274,7 @@ class Filesystem:
             if src.local is None:
                 await self._make_local(src, truncate=False)
             src.local_only = False
-            if detached is not None and detached in self.doc_nodes:
-                self._take_identity(src, self.doc_nodes[detached])
-            else:
+            if detached is None or not self._claim_detached(src, d2, detached):
                 src.doc = None
                 src.key = f"new:{uuid.uuid4().hex}"
                 self.key_nodes[src.key] = src
@@ -1287,8 +1283,7 @@ class Filesystem:
             return
         if src.doc is None:
             # Not sent yet: the upload simply goes out under the new name / folder.
-            if detached is not None and detached in self.doc_nodes:
-                self._take_identity(src, self.doc_nodes[detached])
+            if detached is not None and self._claim_detached(src, d2, detached):
                 self._rekey_entries(src)
                 self._move_node(d1, src, d2, new, overlay=False)
             else:
@@ -1304,6 +1299,29 @@ class Filesystem:
         self._move_node(d1, src, d2, new, overlay=False)
         self._rekey_entries(src)
         self._invalidate_listing(d1)
+
+    def _claim_detached(self, node: FileNode, d: DirNode, aid: str) -> bool:
+        """``node`` becomes the document that a backup rename moved away from this name.
+
+        The backup keeps showing the old bytes under its temp name, as a local-only file with no
+        document identity of its own; ``node`` takes the identity (its next save is a version).
+        """
+        backup = self.doc_nodes.get(aid)
+        if backup is None or backup.doc is None:
+            return False
+        node.doc = backup.doc
+        if backup is not node:
+            if self.key_nodes.get(backup.key) is backup:
+                del self.key_nodes[backup.key]
+            backup.key = f"local:{uuid.uuid4().hex}"
+            self.key_nodes[backup.key] = backup
+        node.key = f"doc:{aid}"
+        node.local_only = False
+        node.removed = False
+        self.key_nodes[node.key] = node
+        self.doc_nodes[aid] = node
+        d.hidden.discard(aid)
+        return True
 
     def _take_identity(self, src: FileNode, target: FileNode) -> None:
         """``src`` becomes the node of ``target``'s document (its next version)."""
