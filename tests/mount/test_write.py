@@ -105,27 +105,14 @@ def test_append_truncate_and_sed(project: Project) -> None:
     assert list(project.docs()) == ["notes.txt"]
 
 
+@pytest.mark.parametrize("backup", ["backup", "nobackup"])
 @pytest.mark.parametrize("backupcopy", ["auto", "no", "yes"])
-def test_vim_saves_make_one_version(project: Project, backupcopy: str) -> None:
+def test_vim_saves_make_one_version(project: Project, backupcopy: str, backup: str) -> None:
+    # "nobackup" is vim's default: the backup is written, then deleted after the save.
     project.seed("config.ini", b"[a]\nkey=1\n")
     path = project.dir / "config.ini"
-    sh(
-        "vim",
-        "-es",
-        "-u",
-        "NONE",
-        "-i",
-        "NONE",
-        "-c",
-        f"set backupcopy={backupcopy}",
-        "-c",
-        "set backup",
-        "-c",
-        "%s/key=1/key=2/",
-        "-c",
-        "wq",
-        str(path),
-    )
+    sh("vim", "-es", "-u", "NONE", "-i", "NONE", "-c", f"set backupcopy={backupcopy}",
+       "-c", f"set {backup} writebackup", "-c", "%s/key=1/key=2/", "-c", "wq", str(path))  # fmt: skip
     project.sync()
     assert list(project.docs()) == ["config.ini"]
     assert project.content("config.ini") == b"[a]\nkey=2\n"
