@@ -160,9 +160,20 @@ def setup_logging(args: argparse.Namespace, *, to_stderr: bool) -> None:
     for handler in handlers:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=handlers or [logging.NullHandler()], force=True)
+    # pyfuse3 reports a reply to a request the kernel already dropped (a file closed while
+    # unmounting) as an error; nothing is lost then, so it is kept for debugging only.
+    logging.getLogger("pyfuse3").addFilter(_quiet_vanished_replies)
     # Request lines carry URLs; keep the HTTP libraries quiet unless debugging them.
     for noisy in ("httpx", "httpcore", "hpack"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _quiet_vanished_replies(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    if "fuse_reply_" in message and "No such file or directory" in message:
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger("pyfuse3").isEnabledFor(logging.DEBUG)
+    return True
 
 
 # ---------------------------------------------------------------------------- mount

@@ -144,6 +144,7 @@ async def _serve(config: Config, ready: Callable[[], None]) -> None:
                 nursery.start_soon(_watch_signals, fs, config, stop)
                 ready()
                 log.info("mounted %s at %s", config.api_url, config.mountpoint)
+                nursery.start_soon(_raise_readahead, config.mountpoint)
                 await pyfuse3.main()
                 # Unmounted by fusermount3 -u: send what is pending, bounded. After a signal the
                 # drain already ran (bounded) before the unmount.
@@ -156,6 +157,25 @@ async def _serve(config: Config, ready: Callable[[], None]) -> None:
         finally:
             # After `fusermount3 -u` the kernel has already let go; after a signal we unmount.
             pyfuse3.close(unmount=stop.terminated)
+
+
+READ_AHEAD_KB = 1024
+
+
+async def _raise_readahead(mountpoint: Path) -> None:
+    """Let the kernel read ahead 1 MiB at a time (128 KiB by default): eight times fewer read
+    requests for a sequential reader. Needs root; silently skipped otherwise."""
+
+    def tune() -> None:
+        st = os.stat(mountpoint)  # answered by this process's FUSE loop, hence the thread
+        knob = Path(f"/sys/class/bdi/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/read_ahead_kb")
+        if int(knob.read_text()) < READ_AHEAD_KB:
+            knob.write_text(str(READ_AHEAD_KB))
+
+    try:
+        await trio.to_thread.run_sync(tune)
+    except (OSError, ValueError) as exc:
+        log.debug("kernel read-ahead left as it is: %s", exc)
 
 
 class _Stop:

@@ -67,7 +67,6 @@ STATUS_XATTR = "user.bimfs.status"  # on the mount root: JSON for `bimfs status`
 SYNC_XATTR = "user.bimfs.sync"  # on the mount root: writing it sends pending uploads now
 UNKNOWN_QUOTA = 1 << 50  # 1 PiB: "a large plausible size"
 BLOCK = 4096
-THREADED_WRITE = 256 << 10
 
 
 @dataclass
@@ -864,12 +863,9 @@ class Filesystem:
         if local.append_only and offset != local.size:
             local.append_only = False
             self._abandon_eager(local)
-        if len(data) >= THREADED_WRITE:
-            # Large writes copy into the page cache on a worker thread (the GIL is released),
-            # so a streaming upload keeps the network busy meanwhile.
-            written = await trio.to_thread.run_sync(os.pwrite, local.fd, data, offset)
-        else:
-            written = os.pwrite(local.fd, data, offset)
+        # On the trio thread: a worker-thread hop per write measured slower for `cp` (more CPU,
+        # no overlap gained), see docs/performance.md.
+        written = os.pwrite(local.fd, data, offset)
         local.size = max(local.size, offset + written)
         local.dirty = True
         node.generation += 1
