@@ -126,7 +126,7 @@ async def _serve(config: Config, ready: Callable[[], None]) -> None:
             known = ", ".join(sorted(t.slug for t in teams)) or "none"
             raise MountError(f"no team with slug {config.team!r} (teams: {known})")
         content = ContentStore(
-            config.cache_dir / "content", config.cache_size, read_timeout=config.read_timeout
+            config.cache_dir, config.cache_size, read_timeout=config.read_timeout
         )
         journal = Journal(config.cache_dir)
         fs = Filesystem(config, client, content, journal)

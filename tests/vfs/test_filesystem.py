@@ -69,7 +69,7 @@ async def harness(emulator: Emulator, tmp_path: Path) -> AsyncIterator[Harness]:
     config.cache_dir.mkdir()
     async with BimplusClient(emulator.url, StaticToken(emulator.token)) as client:
         fs = Filesystem(
-            config, client, ContentStore(config.cache_dir / "content", 64 << 20),
+            config, client, ContentStore(config.cache_dir, 64 << 20),
             Journal(config.cache_dir),
         )  # fmt: skip
         async with trio.open_nursery() as nursery:
