@@ -104,8 +104,12 @@ class EagerUpload:
         """Complete the body at ``size`` bytes and wait for the server's answer; None when the
         stream failed or was abandoned (the caller then uploads the entry itself)."""
         self._finishing = True
-        log.debug("finishing streamed upload of %s at %d bytes (%d sent)", self.meta.get("path"),
-                  size, self.sent)
+        log.debug(
+            "finishing streamed upload of %s at %d bytes (%d sent)",
+            self.meta.get("path"),
+            size,
+            self.sent,
+        )
         self._progress = progress
         progress(self.sent)
         if self.source.size > size:

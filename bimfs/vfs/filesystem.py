@@ -1572,6 +1572,8 @@ class Filesystem:
             out: dict[str, str] = {}
             if node is self.root and node.kind is DirKind.ROOT:
                 return out
+            if node.entity_id is None and node.kind is DirKind.TEAM and node.slug in self.teams:
+                node.entity_id = self.teams[node.slug].id  # the root of a --team mount
             if node.entity_id:
                 out[XATTR_PREFIX + "id"] = node.entity_id
             if node.kind is DirKind.TEAM and node.slug:
@@ -1599,11 +1601,19 @@ class Filesystem:
         )
         return out
 
+    async def _known_root_team(self, node: Node) -> None:
+        if node is self.root and self.root.kind is DirKind.TEAM and self.root.entity_id is None:
+            with contextlib.suppress(ApiError):
+                await self._teams()
+
     async def listxattr(self, ino: int) -> list[str]:
-        return sorted(self._xattrs(self._node(ino)))
+        node = self._node(ino)
+        await self._known_root_team(node)
+        return sorted(self._xattrs(node))
 
     async def getxattr(self, ino: int, name: str) -> bytes:
         node = self._node(ino)
+        await self._known_root_team(node)
         if name == STATUS_XATTR and node is self.root:
             return json.dumps(self.status()).encode()
         value = self._xattrs(node).get(name)

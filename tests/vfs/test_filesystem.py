@@ -147,3 +147,17 @@ async def test_listing_errors_are_the_api_errors_not_groups(harness: Harness) ->
     harness.fs.meta.clear()
     with pytest.raises((UnauthorizedError, AuthError)):
         await harness.fs.lookup(team, "later")
+
+
+async def test_team_root_has_its_id(emulator: Emulator, tmp_path: Path) -> None:
+    config = Config(
+        mountpoint=tmp_path / "m", api_url=emulator.url, cache_dir=tmp_path / "c", team=SLUG
+    )
+    config.cache_dir.mkdir()
+    team = next(t for t in emulator.api("GET", "/teams") if t["slug"] == SLUG)
+    async with BimplusClient(emulator.url, StaticToken(emulator.token)) as client:
+        fs = Filesystem(
+            config, client, ContentStore(config.cache_dir, 64 << 20), Journal(config.cache_dir)
+        )
+        assert await fs.getxattr(ROOT, "user.bimplus.id") == team["id"].encode()
+        assert await fs.getxattr(ROOT, "user.bimplus.slug") == SLUG.encode()
