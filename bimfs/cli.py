@@ -282,8 +282,7 @@ def format_status(status: dict[str, Any]) -> str:
         rate = t.get("rate", t.get("rate_bps", 0)) or 0
         name = t.get("path") or t.get("name") or t.get("file_name") or t.get("key")
         lines.append(
-            f"  {t.get('state', '?'):9} {name}"
-            f"  {_human(sent)}/{_human(size)}  {_human(rate)}/s"
+            f"  {t.get('state', '?'):9} {name}  {_human(sent)}/{_human(size)}  {_human(rate)}/s"
         )
     lines.append(f"  pending uploads: {status.get('pending', 0)}")
     for f in status.get("failed", []):
