@@ -111,8 +111,9 @@ def test_vim_saves_make_one_version(project: Project, backupcopy: str, backup: s
     # "nobackup" is vim's default: the backup is written, then deleted after the save.
     project.seed("config.ini", b"[a]\nkey=1\n")
     path = project.dir / "config.ini"
-    sh("vim", "-es", "-u", "NONE", "-i", "NONE", "-c", f"set backupcopy={backupcopy}",
-       "-c", f"set {backup} writebackup", "-c", "%s/key=1/key=2/", "-c", "wq", str(path))  # fmt: skip
+    settings = f"set backupcopy={backupcopy} {backup} writebackup"
+    sh("vim", "-es", "-u", "NONE", "-i", "NONE", "-c", settings, "-c", "%s/key=1/key=2/",
+       "-c", "wq", str(path))  # fmt: skip
     project.sync()
     assert list(project.docs()) == ["config.ini"]
     assert project.content("config.ini") == b"[a]\nkey=2\n"
