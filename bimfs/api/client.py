@@ -572,7 +572,7 @@ class Download:
             self._direct_left = framed
 
     def chunks(self) -> AsyncIterator[bytes]:
-        """Yield the body in pieces of about 1 MiB.
+        """Yield the body in pieces of about 1 MiB (the first one as soon as it arrives).
 
         Raises ``IncompleteBodyError`` when the body ends (or the connection drops) before the
         announced length; everything received until then has been yielded first, so a caller
@@ -606,8 +606,9 @@ class Download:
         try:
             with _map_transport_errors(self._call, body=True):
                 while piece := await self._next_piece():
-                    if not pending and len(piece) >= DOWNLOAD_CHUNK // 2:
-                        # Big enough already: hand it out without another copy.
+                    if not pending and (len(piece) >= DOWNLOAD_CHUNK // 2 or not self.received):
+                        # Big enough already: hand it out without another copy. The first
+                        # piece goes out at once too: someone may be waiting for the first byte.
                         self.received += len(piece)
                         yield piece
                         continue
@@ -640,7 +641,7 @@ class Download:
         source, self._source = self._source, None
         if source is not None:
             with _map_transport_errors(self._call, body=True):
-                await _aclose_iterator(source)
+                await _finish_body(self._response, source)
 
 
 # --------------------------------------------------------------------------------------------
@@ -746,7 +747,7 @@ class BimplusClient:
                         if len(raw) >= _ERROR_BODY_READ:
                             break
                 finally:
-                    await _aclose_iterator(pieces)
+                    await _finish_body(response, pieces)
         except ApiError:
             pass  # the status says enough; a body we cannot read adds nothing
         finally:
@@ -1550,6 +1551,29 @@ class _JsonBody:
     async def stream(self) -> AsyncIterator[bytes]:
         self.started = True
         yield self.payload
+
+
+async def _finish_body(response: httpx.Response, iterator: AsyncIterator[bytes]) -> None:
+    """End a body iterator left part-way, together with every generator nested under it.
+
+    httpx and httpcore iterate each other's async generators with ``async for``, which does not
+    close the inner one when the outer one is closed: closing only the outermost leaves the
+    others to the garbage collector (and trio warns about each). Closing the response first
+    (which drops the connection unless the body was complete), then running the iterator to
+    its end, makes all of them finish now: the innermost read fails and the error passes up
+    through every one. Bounded, in case a layer does not behave like that.
+    """
+    await response.aclose()
+    with trio.move_on_after(_FINISH_BODY_TIMEOUT):
+        try:
+            async for _ in iterator:
+                pass
+        except Exception:
+            pass  # the body is abandoned: how it ends does not matter
+    await _aclose_iterator(iterator)
+
+
+_FINISH_BODY_TIMEOUT = 1.0
 
 
 async def _aclose_iterator(iterator: AsyncIterator[bytes]) -> None:

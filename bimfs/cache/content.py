@@ -58,7 +58,7 @@ import random
 import secrets
 import sqlite3
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -84,6 +84,15 @@ _EVICT_EVERY_BLOCKS = 64
 # Backoff before the n-th retry of a stream: _RETRY_BASE * 2**(n-1), capped, with jitter.
 _RETRY_BASE = 0.5
 _RETRY_CAP = 8.0
+# How long (seconds from its first byte) a stream runs alone before its rate decides whether
+# the rest of its range is worth splitting into parallel streams.
+_SPLIT_PROBE = 0.2
+# Only writes at least this long are timed, and only they may go to the writer thread: for
+# shorter ones the hop to a thread and back costs more than the copy.
+_THREAD_WRITE_MIN = 64 << 10
+# How far (bytes) a stream may receive ahead of its writes to the cache file: enough to ride out
+# slow writes, bounded so a download never holds much of a file in memory.
+_WRITE_BEHIND = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -201,29 +210,61 @@ class _Entry:
         self.no_range = False
         self.single: _Stream | None = None
         self.dirty = False
+        # Set (and replaced) on every change; ``ensure_complete`` waits on it.
         self.changed = trio.Event()
+        # Reads waiting for bytes: woken when their range can be served, or on any change of
+        # the streams (one started or ended).
+        self.waiters: list[_Waiter] = []
+
+
+class _Waiter:
+    """A read waiting for bytes ``[start, end)`` of an entry."""
+
+    __slots__ = ("end", "event", "start")
+
+    def __init__(self, start: int, end: int) -> None:
+        self.start = start
+        self.end = end
+        self.event = trio.Event()
 
 
 class _Stream:
     """One background download writing bytes ``[pos, end_block * block_size)`` of an entry."""
 
     __slots__ = (
+        "after",
         "block_size",
+        "closing",
         "done",
         "end_block",
         "entry",
         "error",
         "fetch",
+        "from_writer",
+        "may_split",
+        "opened",
         "pos",
+        "probe",
+        "queue",
+        "queued",
         "received",
         "scope",
         "start_block",
         "started",
+        "to_writer",
+        "write_error",
+        "writer",
         "wstart",
     )
 
     def __init__(
-        self, entry: _Entry, fetch: Fetcher, start_block: int, end_block: int, block_size: int
+        self,
+        entry: _Entry,
+        fetch: Fetcher,
+        start_block: int,
+        end_block: int,
+        block_size: int,
+        after: _Stream | None = None,
     ) -> None:
         self.entry = entry
         self.fetch = fetch
@@ -235,6 +276,24 @@ class _Stream:
         # Start of the bytes this stream wrote without a gap up to pos: only blocks inside
         # [wstart, pos) may be marked filled by it.
         self.wstart = self.pos
+        # Received chunks not yet in the file, covering [pos, pos + queued) without a gap: the
+        # stream's writer task writes them in order in a worker thread, and reads are served
+        # from them meanwhile. Used only while writes are slow (see thread_writes_below).
+        self.queue: deque[memoryview] = deque()
+        self.queued = 0
+        self.writer: trio.Event | None = None  # set when the writer task has ended
+        self.to_writer = trio.Event()
+        self.from_writer = trio.Event()
+        self.closing = False
+        self.write_error: OSError | None = None
+        # Set once this stream's response arrived (or it ended). A parallel segment waits for
+        # its leader's, so the request for the bytes a reader is waiting on goes out alone.
+        self.opened = trio.Event()
+        self.after = after
+        # Whether the stream may still split into parallel streams, and (time, bytes received)
+        # at its first chunk, from which its rate is measured.
+        self.may_split = False
+        self.probe: tuple[float, int] | None = None
         self.received = 0
         self.started = trio.current_time()
         self.error: BaseException | None = None
@@ -244,6 +303,24 @@ class _Stream:
     @property
     def end_bytes(self) -> int:
         return min(self.end_block * self.block_size, self.entry.key.size)
+
+    @property
+    def recv_end(self) -> int:
+        """End of the bytes this stream has: written up to ``pos``, then queued."""
+        return self.pos + self.queued
+
+    def queued_bytes(self, a: int, b: int) -> bytes:
+        """Bytes ``[a, b)`` from the queue (``pos <= a < b <= recv_end``)."""
+        parts = []
+        off = self.pos
+        for chunk in self.queue:
+            end = off + len(chunk)
+            if end > a:
+                parts.append(chunk[max(a, off) - off : min(b, end) - off])
+                if end >= b:
+                    break
+            off = end
+        return parts[0].tobytes() if len(parts) == 1 else b"".join(parts)
 
     def covers(self, k: int) -> bool:
         """True if this stream will write block ``k`` unless stopped."""
@@ -264,6 +341,8 @@ class ContentStore:
         read_timeout: float = 60.0,
         far_distance: int = 4 << 20,
         fetch_retries: int = 3,
+        parallel_below: float | None = 250e6,
+        thread_writes_below: float = 1e9,
     ) -> None:
         if block_size <= 0 or max_streams <= 0 or max_bytes < 0:
             raise ValueError("block_size and max_streams must be positive, max_bytes >= 0")
@@ -273,6 +352,8 @@ class ContentStore:
         self.block_size = block_size
         self.max_streams = max_streams
         self.min_parallel_size = min_parallel_size
+        self.parallel_below = parallel_below
+        self.thread_writes_below = thread_writes_below
         self.read_timeout = read_timeout
         self.fetch_retries = fetch_retries
         self._far_blocks = max(1, far_distance // block_size)
@@ -287,6 +368,11 @@ class ContentStore:
         # yet known to be on disk.
         self._unpersisted: dict[str, tuple[str, bytes]] = {}
         self._nursery: trio.Nursery | None = None
+        # One writer thread for all streams: concurrent writers to one file only contend for
+        # its inode lock (and spin on it), they do not write faster.
+        self._write_limiter = trio.CapacityLimiter(1)
+        # Recent cost of writing to the cache files (seconds per byte, smoothed).
+        self._write_cost = 0.0
         self._fills_since_evict = 0
         self._closed = False
         self._index_failed = False
@@ -372,10 +458,10 @@ class ContentStore:
         if offset >= end:
             return b""
         if not entry.complete:
-            first = offset // self.block_size
-            last = (end - 1) // self.block_size + 1
-            if entry.blocks.first_missing(first, last) is not None:
-                await self._wait_blocks(entry, f.fetch, first, last, stall=False)
+            data = self._try_read(entry, offset, end)
+            if data is None:
+                data = await self._wait_read(entry, f.fetch, offset, end)
+            return data
         assert entry.fd is not None
         return _pread_all(entry.fd, end - offset, offset)
 
@@ -713,8 +799,81 @@ class ContentStore:
         return f._entry
 
     def _notify(self, entry: _Entry) -> None:
+        """Wake everything waiting on ``entry``: its streams or its blocks changed."""
         entry.changed.set()
         entry.changed = trio.Event()
+        for w in entry.waiters:
+            w.event.set()
+
+    def _progress(self, entry: _Entry, s: _Stream) -> None:
+        """Stream ``s`` got or wrote bytes: wake the reads it can serve now, and only those."""
+        end = s.recv_end
+        for w in entry.waiters:
+            if s.wstart < w.end <= end and self._available(entry, w.start, w.end) is not None:
+                w.event.set()
+
+    def _available(self, entry: _Entry, a: int, b: int) -> tuple[int, _Stream | None] | None:
+        """Where bytes ``[a, b)`` of a partial entry can be read now, or None if not yet.
+
+        ``(f, s)``: ``[a, f)`` from the cache file (filled blocks, or bytes a running stream
+        wrote without a gap: a block need not be whole to be read), ``[f, b)`` from the chunks
+        ``s`` has not written yet (``s`` is None when ``f == b``).
+        """
+        bs = self.block_size
+        k = entry.blocks.first_missing(a // bs, (b - 1) // bs + 1)
+        if k is None:
+            return b, None
+        c = max(a, k * bs)
+        for s in entry.streams:
+            if s.wstart <= c and b <= s.recv_end:
+                f = max(a, min(b, s.pos))
+                return (f, s) if f < b else (b, None)
+        return None
+
+    def _try_read(self, entry: _Entry, a: int, b: int) -> bytes | None:
+        """Bytes ``[a, b)`` of a partial entry if they are all here, else None."""
+        where = self._available(entry, a, b)
+        if where is None:
+            return None
+        f, s = where
+        assert entry.fd is not None
+        if s is None:
+            return _pread_all(entry.fd, b - a, a)
+        part = s.queued_bytes(f, b)
+        if f == a:
+            return part
+        return _pread_all(entry.fd, f - a, a) + part
+
+    async def _wait_read(self, entry: _Entry, fetch: Fetcher, a: int, b: int) -> bytes:
+        """Wait until bytes ``[a, b)`` can be served, starting a stream as needed."""
+        deadline = trio.current_time() + self.read_timeout
+        bs = self.block_size
+        first = a // bs
+        last = (b - 1) // bs + 1
+        waited: _Stream | None = None
+        while True:
+            data = self._try_read(entry, a, b)
+            if data is not None:
+                return data
+            if waited is not None and waited.done and waited.error is not None:
+                # The stream this read depended on gave up: fail now rather than start over
+                # (a later read will try again).
+                raise waited.error
+            k = entry.blocks.first_missing(first, last)
+            assert k is not None  # else _try_read had served it
+            waited = self._stream_for(entry, k, fetch)
+            w = _Waiter(a, b)
+            entry.waiters.append(w)
+            try:
+                with trio.move_on_at(deadline) as scope:
+                    await w.event.wait()
+            finally:
+                entry.waiters.remove(w)
+            if scope.cancelled_caught:
+                raise ContentTimeoutError(
+                    f"{entry.key.doc_id} v{entry.key.version}: no data for"
+                    f" {self.read_timeout:g} s at offset {k * bs}"
+                )
 
     async def _wait_blocks(
         self, entry: _Entry, fetch: Fetcher, first: int, last: int, *, stall: bool
@@ -751,7 +910,7 @@ class ContentStore:
         """The stream that will fill block ``k``, started here if no running one will soon."""
         for s in entry.streams:
             if s.covers(k):
-                near = k - s.pos // self.block_size < self._far_blocks
+                near = k - s.recv_end // self.block_size < self._far_blocks
                 if entry.no_range or near or len(entry.streams) >= 2 * self.max_streams:
                     return s
                 # A far read: fetch from k now and leave the earlier part to that stream.
@@ -774,19 +933,58 @@ class ContentStore:
                 if pb > k:
                     region_end = min(region_end, pb)
         segments = 1
-        if not entry.no_range and entry.key.size >= self.min_parallel_size:
+        parallel = not entry.no_range and entry.key.size >= self.min_parallel_size
+        if parallel and self.parallel_below is None:
             free = self.max_streams - len(entry.streams)
             segments = max(1, min(free, (region_end - k) // self._min_segment_blocks))
         bounds = [k + (region_end - k) * i // segments for i in range(segments + 1)]
-        streams = [
-            _Stream(entry, fetch, bounds[i], bounds[i + 1], self.block_size)
-            for i in range(segments)
+        leader = _Stream(entry, fetch, bounds[0], bounds[1], self.block_size)
+        # With parallel_below, the leader alone first: it splits later if it turns out slow.
+        leader.may_split = parallel and self.parallel_below is not None
+        streams = [leader] + [
+            _Stream(entry, fetch, bounds[i], bounds[i + 1], self.block_size, after=leader)
+            for i in range(1, segments)
         ]
         for s in streams:
-            entry.streams.append(s)
-            self._nursery.start_soon(self._run_stream, s)
+            self._launch(s)
         self._notify(entry)
-        return streams[0]
+        return leader
+
+    def _launch(self, s: _Stream) -> None:
+        assert self._nursery is not None
+        s.entry.streams.append(s)
+        self._nursery.start_soon(self._run_stream, s)
+
+    def _maybe_split(self, s: _Stream) -> None:
+        """After its probe time, split the rest of a slow stream's range into parallel streams.
+
+        One fast stream is best where the mount itself is the limit (a fast link: more streams
+        only add work); several streams pay where each is held to a rate (a far or throttled
+        server), which shows as a rate below ``parallel_below``.
+        """
+        assert self.parallel_below is not None
+        now = trio.current_time()
+        if s.probe is None:
+            s.probe = (now, s.received)  # the first chunk: the clock starts now
+            return
+        t0, r0 = s.probe
+        if now - t0 < _SPLIT_PROBE:
+            return
+        s.may_split = False
+        entry = s.entry
+        if entry.no_range or (s.received - r0) / (now - t0) >= self.parallel_below:
+            return
+        # From the block after the next, so the leader never loses a block it is writing.
+        first = s.pos // self.block_size + 2
+        free = self.max_streams - len(entry.streams) + 1
+        n = min(free, (s.end_block - first) // self._min_segment_blocks)
+        if n < 2:
+            return
+        bounds = [first + (s.end_block - first) * i // n for i in range(n + 1)]
+        s.end_block = bounds[1]
+        for i in range(1, n):
+            self._launch(_Stream(entry, s.fetch, bounds[i], bounds[i + 1], self.block_size))
+        self._notify(entry)
 
     # ---------------------------------------------------------------------------- streams
 
@@ -795,6 +993,8 @@ class ContentStore:
         attempt = 0
         try:
             with s.scope:
+                if s.after is not None:
+                    await s.after.opened.wait()
                 while s.pos < s.end_bytes and not entry.blocks.full:
                     filled_before = entry.blocks.count
                     try:
@@ -821,6 +1021,7 @@ class ContentStore:
                         await trio.sleep(delay * random.uniform(0.75, 1.25))
         finally:
             s.done = True
+            s.opened.set()
             entry.streams.remove(s)
             self._notify(entry)
             self._maybe_release(entry)
@@ -845,7 +1046,14 @@ class ContentStore:
                     f"{entry.key.doc_id} v{entry.key.version}: asked for bytes from {start},"
                     f" the server sent them from {d.start}"
                 )
-            if d.start < start:
+            # A whole body answering a range from 0 starts where the range does: only its
+            # length (or the lack of range support) tells them apart.
+            whole = d.start < start or (
+                d.start == 0
+                and end < size
+                and (not d.range_supported or (d.length is not None and d.length > end))
+            )
+            if whole:
                 if not self._take_over_without_ranges(s):
                     return
                 end = size  # the whole body is coming: take all of it
@@ -856,7 +1064,16 @@ class ContentStore:
             chunks = d.chunks()
             try:
                 async for chunk in chunks:
+                    if s.write_error is not None:
+                        raise s.write_error
                     stop = s.end_bytes
+                    if pos >= stop and chunk and stop == end < size and d.start == 0:
+                        # More than the range from 0 asked for, with no length announced: the
+                        # whole body after all.
+                        if not self._take_over_without_ranges(s):
+                            return
+                        end = size
+                        stop = s.end_bytes
                     if pos >= stop:
                         if stop < end:
                             return  # another stream took over the rest: stop reading now
@@ -877,26 +1094,114 @@ class ContentStore:
                     data = memoryview(chunk)
                     if pos + n > stop:
                         data = data[: stop - pos]
-                    _pwrite_all(fd, data, pos)
-                    new = pos + len(data)
-                    self._mark(s, pos, new)
-                    pos = s.pos = new
-                    s.received += len(data)
+                    n = len(data)
+                    if s.queue or (n >= _THREAD_WRITE_MIN and self._writes_slow()):
+                        # Written behind by a worker thread: the trio thread goes on receiving
+                        # and answering reads (from the queue meanwhile).
+                        if s.writer is None:
+                            s.writer = trio.Event()
+                            assert self._nursery is not None
+                            self._nursery.start_soon(self._write_behind, s, fd)
+                        s.queue.append(data)
+                        s.queued += n
+                        s.to_writer.set()
+                        self._progress(entry, s)
+                        while s.queued > _WRITE_BEHIND and s.write_error is None:
+                            await s.from_writer.wait()
+                    else:
+                        took = _timed_pwrite(fd, data, pos)
+                        if n >= _THREAD_WRITE_MIN:
+                            self._note_write(n, took)
+                        s.pos = pos + n
+                        self._mark(s, pos, s.pos)
+                        self._progress(entry, s)
+                    pos += n
+                    s.received += n
+                    if not s.opened.is_set():
+                        # The parallel segments ask only now: the reader waiting for these
+                        # first bytes has them, and a server that ignores ranges has already
+                        # stopped them (see _take_over_without_ranges).
+                        s.opened.set()
+                    if s.may_split:
+                        self._maybe_split(s)
                     if pos >= stop and stop < end:
                         return  # handed over: do not wait for another chunk
                     # At the end of the range, go on iterating: the body ends by itself, which
                     # leaves the connection reusable, and any byte too many is caught above.
+                while s.queued and s.write_error is None:
+                    await s.from_writer.wait()
+                if s.write_error is not None:
+                    raise s.write_error
             finally:
                 # Leaving early (a stop, an error) must close the body now, not at GC time.
                 aclose = getattr(chunks, "aclose", None)
                 if aclose is not None:
                     await aclose()
+                await self._stop_writer(s)
             want = min(end, s.end_bytes)
             if pos < want:
                 raise ContentShortError(
                     f"{entry.key.doc_id} v{entry.key.version}: download ended at {pos},"
                     f" expected {want}"
                 )
+
+    def _writes_slow(self) -> bool:
+        """True while writes to the cache files run below ``thread_writes_below`` bytes/s.
+
+        Where the page cache has memory at hand a write of a chunk is a quick copy, cheaper
+        inline than a hop to a thread; where the kernel must first find memory for it (a
+        virtual machine handing memory back to its host), a write stalls the trio thread for
+        milliseconds, and a worker thread lets receiving and answering reads go on meanwhile.
+        """
+        return self._write_cost * self.thread_writes_below > 1.0
+
+    def _note_write(self, n: int, seconds: float) -> None:
+        self._write_cost += (seconds / n - self._write_cost) / 4
+
+    async def _write_behind(self, s: _Stream, fd: int) -> None:
+        """Write the chunks ``s`` queues to the cache file, in order, in a worker thread."""
+        entry = s.entry
+        try:
+            while s.queue or not s.closing:
+                if not s.queue:
+                    s.to_writer = trio.Event()
+                    await s.to_writer.wait()
+                    continue
+                data = s.queue[0]
+                pos = s.pos
+                took = await trio.to_thread.run_sync(
+                    _timed_pwrite, fd, data, pos, limiter=self._write_limiter
+                )
+                self._note_write(len(data), took)
+                s.queue.popleft()
+                s.queued -= len(data)
+                s.pos = pos + len(data)
+                self._mark(s, pos, s.pos)
+                self._progress(entry, s)
+                s.from_writer.set()
+                s.from_writer = trio.Event()
+        except OSError as exc:
+            s.write_error = exc
+        finally:
+            assert s.writer is not None
+            s.writer.set()
+            s.from_writer.set()
+
+    async def _stop_writer(self, s: _Stream) -> None:
+        """Let the writer of ``s`` write what is queued, then end; wait for it."""
+        done = s.writer
+        if done is None:
+            return
+        s.closing = True
+        s.to_writer.set()
+        # Shielded: the writer's thread uses the entry's descriptor, which must stay open
+        # until it returns.
+        with trio.CancelScope(shield=True):
+            await done.wait()
+        s.writer = None
+        s.closing = False
+        s.queue.clear()
+        s.queued = 0
 
     def _take_over_without_ranges(self, s: _Stream) -> bool:
         """The server ignored a range: make ``s`` the entry's one stream, to EOF.
@@ -944,7 +1249,9 @@ class ContentStore:
         if not added:
             return
         entry.dirty = True
-        self._notify(entry)
+        # Only what waits for whole blocks; reads are woken by the stream's _progress.
+        entry.changed.set()
+        entry.changed = trio.Event()
         if entry.blocks.full:
             self._start_finalize(entry)
         self._fills_since_evict += added
@@ -1059,6 +1366,13 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
         n = os.pwrite(fd, data, offset)
         data = data[n:]
         offset += n
+
+
+def _timed_pwrite(fd: int, data: memoryview, offset: int) -> float:
+    """``_pwrite_all``; returns the seconds it took."""
+    start = time.perf_counter()
+    _pwrite_all(fd, data, offset)
+    return time.perf_counter() - start
 
 
 def _pread_all(fd: int, size: int, offset: int) -> bytes:

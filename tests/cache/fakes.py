@@ -4,7 +4,8 @@
 ``client.open_download`` does (``start``, ``length``, ``total_size``, ``range_supported``,
 ``chunks()``), with switches for the things a real server does to us: ignoring ranges,
 bodies that end short (with or without an error), failures, and a per-call byte allowance that
-lets a test hold a stream at an exact offset and move it on deterministically.
+lets a test hold a stream at an exact offset and move it on deterministically. A per-chunk
+``delay`` makes a slow server (use it with trio's ``MockClock``).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class FakeDownload:
         self._body_end = body_end
         self._fault = fault
         self.start = call.body_start
-        self.length: int | None = body_end - call.body_start
+        self.length: int | None = body_end - call.body_start if source.lengths else None
         self.total_size: int | None = source.announced_size
         self.range_supported = source.ranges
 
@@ -75,6 +76,8 @@ class FakeDownload:
             n = min(src.chunk_size, stop - pos)
             if call.allowance is not None:
                 n = min(n, call.allowance - call.served)
+            if src.delay:
+                await trio.sleep(src.delay)
             data = src.data[pos : pos + n]
             pos += n
             call.served += n
@@ -96,9 +99,14 @@ class FakeSource:
         ranges: bool = True,
         chunk_size: int = 700,
         allowance: int | None = None,
+        delay: float = 0.0,
+        lengths: bool = True,
     ) -> None:
         self.data = data
         self.ranges = ranges
+        # Seconds before each chunk (a slow server), and whether bodies announce their length.
+        self.delay = delay
+        self.lengths = lengths
         # Deliberately not a divisor of the block sizes the tests use.
         self.chunk_size = chunk_size
         # Bytes each new call may send before it waits for release(); None: unlimited.

@@ -173,10 +173,13 @@ async def test_big_files_use_parallel_streams(tmp_path: Path) -> None:
     data = pattern(64 * BS)
     src = FakeSource(data)
     async with running_store(
-        tmp_path, block_size=BS, max_streams=4, min_parallel_size=16 * BS
+        tmp_path, block_size=BS, max_streams=4, min_parallel_size=16 * BS, parallel_below=None
     ) as store:
         f = store.open(key_for(data), src.fetch)
         assert await store.read(f, 100, 10) == data[100:110]
+        await settle()
+        # The segment the read needs is asked for first, alone; the others once it answered.
+        assert src.ranges_asked[0] == (0, 16 * BS)
         assert sorted(src.ranges_asked) == [
             (0, 16 * BS),
             (16 * BS, 32 * BS),
@@ -193,7 +196,7 @@ async def test_small_files_use_one_stream(tmp_path: Path) -> None:
     data = pattern(15 * BS)
     src = FakeSource(data)
     async with running_store(
-        tmp_path, block_size=BS, max_streams=4, min_parallel_size=16 * BS
+        tmp_path, block_size=BS, max_streams=4, min_parallel_size=16 * BS, parallel_below=None
     ) as store:
         f = store.open(key_for(data), src.fetch)
         assert (await store.ensure_complete(f)).read_bytes() == data
@@ -205,7 +208,7 @@ async def test_parallel_segments_only_cover_missing_blocks(tmp_path: Path) -> No
     data = pattern(64 * BS)
     src = FakeSource(data)
     async with running_store(
-        tmp_path, block_size=BS, max_streams=4, min_parallel_size=16 * BS
+        tmp_path, block_size=BS, max_streams=4, min_parallel_size=16 * BS, parallel_below=None
     ) as store:
         f = store.open(key_for(data), src.fetch)
         assert await store.read(f, 40 * BS, 10) == data[40 * BS : 40 * BS + 10]
@@ -217,6 +220,58 @@ async def test_parallel_segments_only_cover_missing_blocks(tmp_path: Path) -> No
     # Blocks 40..63 were not asked for again.
     assert all(end <= 40 * BS for _, end in src.ranges_asked[len(first) :])
     assert src.refetched() == 0
+
+
+async def test_a_slow_stream_splits_into_parallel_streams(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    data = pattern(64 * BS)
+    src = FakeSource(data, chunk_size=256, delay=0.01)  # 25.6 kB/s
+    async with running_store(
+        tmp_path, block_size=BS, max_streams=4, min_parallel_size=16 * BS, parallel_below=1e6
+    ) as store:
+        f = store.open(key_for(data), src.fetch)
+        assert await store.read(f, 0, 10) == data[:10]
+        assert src.ranges_asked == [(0, 64 * BS)]  # alone first
+        assert (await store.ensure_complete(f)).read_bytes() == data
+        store.close(f)
+    # Split after its first 0.2 s (5 blocks), the rest of the file in four even parts.
+    starts = sorted(start for start, _ in src.ranges_asked)
+    assert len(starts) == 4 and starts[0] == 0 and starts[1] < 24 * BS
+    assert src.max_open == 4
+    assert src.refetched() == 0
+
+
+async def test_a_fast_stream_stays_alone(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    data = pattern(64 * BS)
+    src = FakeSource(data, chunk_size=4 * BS, delay=0.001)  # 4 MB/s
+    async with running_store(
+        tmp_path, block_size=BS, max_streams=4, min_parallel_size=16 * BS, parallel_below=1e6
+    ) as store:
+        f = store.open(key_for(data), src.fetch)
+        assert (await store.ensure_complete(f)).read_bytes() == data
+        store.close(f)
+    assert src.ranges_asked == [(0, 64 * BS)]
+
+
+async def test_a_read_does_not_wait_for_the_rest_of_its_block(tmp_path: Path) -> None:
+    data = pattern(8 * BS)
+    src = FakeSource(data, chunk_size=100, allowance=BS + 500)
+    async with running_store(tmp_path, block_size=BS) as store:
+        f = store.open(key_for(data), src.fetch)
+        assert await store.read(f, 0, 10) == data[:10]
+        await settle()
+        # Block 1 is not complete (the server is held after 500 of its bytes), but the bytes
+        # asked for are in the file already.
+        assert await store.read(f, BS + 100, 300) == data[BS + 100 : BS + 400]
+        assert not store.is_complete(key_for(data))
+        assert src.calls[0].served == BS + 500
+        src.release()
+        assert (await store.ensure_complete(f)).read_bytes() == data
+        store.close(f)
+    assert len(src.calls) == 1
 
 
 # ---------------------------------------------------------------------- servers and failures
@@ -237,17 +292,39 @@ async def test_server_ignoring_ranges_falls_back_to_one_stream(tmp_path: Path) -
     assert src.ranges_asked == [(15 * BS, 20 * BS)]
 
 
+async def test_whole_body_without_length_from_zero_is_taken_as_such(tmp_path: Path) -> None:
+    """A server that ignores ranges and announces no length: the answer to a range from 0
+    looks like the range until it goes on past its end."""
+    data = pattern(64 * BS)
+    src = FakeSource(data, ranges=False, lengths=False)
+    async with running_store(
+        tmp_path, block_size=BS, max_streams=4, min_parallel_size=16 * BS, parallel_below=None
+    ) as store:
+        f = store.open(key_for(data), src.fetch)
+        assert await store.read(f, 0, 10) == data[:10]
+        assert (await store.ensure_complete(f)).read_bytes() == data
+        assert await store.read(f, 20 * BS, 100) == data[20 * BS : 20 * BS + 100]
+        store.close(f)
+
+
 async def test_no_parallel_or_far_streams_once_ranges_are_ignored(tmp_path: Path) -> None:
     data = pattern(64 * BS)
     src = FakeSource(data, ranges=False, allowance=3 * BS)
     async with running_store(
-        tmp_path, block_size=BS, max_streams=4, min_parallel_size=16 * BS, far_distance=2 * BS
+        tmp_path,
+        block_size=BS,
+        max_streams=4,
+        min_parallel_size=16 * BS,
+        far_distance=2 * BS,
+        parallel_below=None,
     ) as store:
         f = store.open(key_for(data), src.fetch)
         assert await store.read(f, 0, 10) == data[:10]
         await settle()
         calls = len(src.calls)
-        assert src.open_now == 1  # the other parallel streams were stopped
+        # The whole body answered the first segment's request: the others never asked.
+        assert calls == 1
+        assert src.open_now == 1
         got: list[bytes] = []
 
         async def far_read() -> None:
@@ -722,6 +799,7 @@ async def test_open_entry_may_exceed_the_budget_until_closed(tmp_path: Path) -> 
     far_blocks=st.integers(1, 6),
     reads=st.lists(st.tuples(st.integers(0, 40 * 64), st.integers(0, 500)), max_size=12),
     concurrent=st.booleans(),
+    split=st.sampled_from(["at once", "when slow", "never"]),
 )
 def test_any_reads_return_the_right_bytes(
     tmp_path_factory: pytest.TempPathFactory,
@@ -733,6 +811,7 @@ def test_any_reads_return_the_right_bytes(
     far_blocks: int,
     reads: list[tuple[int, int]],
     concurrent: bool,
+    split: str,
 ) -> None:
     """Whatever the access pattern and server, reads are right and no byte is fetched from a
     ranged server more than once."""
@@ -741,7 +820,14 @@ def test_any_reads_return_the_right_bytes(
     src_holder: list[FakeSource] = []
 
     async def main() -> None:
-        src = FakeSource(data, ranges=ranges, chunk_size=chunk_size)
+        # Parallel streams from the start, once a stream turns out slow, or never.
+        slow = split == "when slow"
+        src = FakeSource(
+            data,
+            ranges=ranges,
+            chunk_size=max(chunk_size, 64) if slow else chunk_size,
+            delay=0.01 if slow else 0,
+        )
         src_holder.append(src)
         async with running_store(
             root,
@@ -749,6 +835,7 @@ def test_any_reads_return_the_right_bytes(
             max_streams=max_streams,
             min_parallel_size=8 * block_size,
             far_distance=far_blocks * block_size,
+            parallel_below={"at once": None, "when slow": 1e9, "never": 1.0}[split],
         ) as store:
             f = store.open(key_for(data), src.fetch)
 

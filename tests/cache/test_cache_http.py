@@ -74,7 +74,12 @@ async def test_far_then_sequential_reads_and_a_remount(emulator: Emulator, tmp_p
 
 async def test_parallel_ranges(emulator: Emulator, tmp_path: Path) -> None:
     key, data = publish(emulator, "cache-parallel.bin", 4 * MIB, seed=2)
-    options = {"block_size": 128 * KIB, "min_parallel_size": MIB, "max_streams": 4}
+    options = {
+        "block_size": 128 * KIB,
+        "min_parallel_size": MIB,
+        "max_streams": 4,
+        "parallel_below": None,
+    }
     async with connect(emulator) as client, running_store(tmp_path, **options) as store:
         f = store.open(key, fetcher(client, key))
         assert (await store.ensure_complete(f)).read_bytes() == data
@@ -97,3 +102,29 @@ async def test_server_without_ranges(
         assert (await store.ensure_complete(f)).read_bytes() == data
         store.close(f)
     assert emu.count(DOWNLOAD) == 1
+
+
+async def test_a_throttled_server_gets_parallel_streams(
+    emulator_factory: Callable[..., Emulator], tmp_path: Path
+) -> None:
+    # 4 MB/s per response: the first stream is far below parallel_below (whatever the load on
+    # this machine, it cannot be faster), so it splits the rest of the file after its probe.
+    emu: Emulator = emulator_factory("--stream-rate", "4000000")
+    key, data = publish(emu, "cache-throttled.bin", 4 * MIB, seed=4)
+    options = {
+        "block_size": 128 * KIB,
+        "min_parallel_size": MIB,
+        "max_streams": 4,
+        "parallel_below": 20e6,
+    }
+    async with connect(emu) as client, running_store(tmp_path, **options) as store:
+        f = store.open(key, fetcher(client, key))
+        assert await store.read(f, 0, 100) == data[:100]
+        assert (await store.ensure_complete(f)).read_bytes() == data
+        store.close(f)
+    # How many depends on where the first stream was when it decided (its chunks come in
+    # pieces of about 1 MiB); at least one more, at most max_streams in all.
+    assert 2 <= emu.count(DOWNLOAD, 206) <= 4
+    # The first stream stops where the others begin: only what it had in flight past its new
+    # end (the rest of its last chunk of about 1 MiB, a paced piece or two) is sent twice.
+    assert emu.stats()["bytes_out"] <= len(data) + 2 * MIB
