@@ -1212,19 +1212,7 @@ class BimplusClient:
         started = time.time()
 
         async def landed() -> Attachment | None:
-            since = started + self._clock_offset - UPLOAD_SETTLE_SLACK
-            docs = await self.list_attachments(slug, pid, project_only=True)
-            if folder_id is not None and not any(d.file_name == file_name for d in docs):
-                docs = await self.list_attachments(slug, pid, project_only=False)
-            found = [
-                d
-                for d in docs
-                if d.file_name == file_name
-                and d.size == size
-                and d.created_at is not None
-                and d.created_at >= since
-            ]
-            return max(found, key=lambda d: (d.created_at or 0.0, d.id)) if found else None
+            return await self._created_since(slug, pid, folder_id, file_name, size, started)
 
         return await self._upload(
             "POST",
@@ -1240,6 +1228,31 @@ class BimplusClient:
             progress=progress,
             landed=landed,
         )
+
+    async def _created_since(
+        self,
+        slug: str,
+        pid: str,
+        folder_id: str | None,
+        file_name: str,
+        size: int,
+        started: float,
+    ) -> Attachment | None:
+        """The document an interrupted create stored, if any: same name and size, created
+        since the upload started (with the server's clock offset and some slack)."""
+        since = started + self._clock_offset - UPLOAD_SETTLE_SLACK
+        docs = await self.list_attachments(slug, pid, project_only=True)
+        if folder_id is not None and not any(d.file_name == file_name for d in docs):
+            docs = await self.list_attachments(slug, pid, project_only=False)
+        found = [
+            d
+            for d in docs
+            if d.file_name == file_name
+            and d.size == size
+            and d.created_at is not None
+            and d.created_at >= since
+        ]
+        return max(found, key=lambda d: (d.created_at or 0.0, d.id)) if found else None
 
     async def create_version(
         self,
@@ -1334,14 +1347,9 @@ class BimplusClient:
             async def landed() -> Attachment | None:
                 if source.final is None:
                     return None
-                since = started + self._clock_offset - UPLOAD_SETTLE_SLACK
-                docs = await self.list_attachments(slug, pid, project_only=folder_id is None)
-                found = [
-                    d for d in docs
-                    if d.file_name == file_name and d.size == source.final
-                    and d.created_at is not None and d.created_at >= since
-                ]  # fmt: skip
-                return max(found, key=lambda d: (d.created_at or 0.0, d.id)) if found else None
+                return await self._created_since(
+                    slug, pid, folder_id, file_name, source.final, started
+                )
 
         call = self._call("POST", template)
 
