@@ -5,26 +5,35 @@ Layout and durability
     written at the right offsets as bytes arrive. Which blocks are filled is tracked in memory
     (``BlockSet``). When every block is present the file is fsynced and renamed to ``<digest>``,
     and only then recorded complete in the index (``index.db``, SQLite). A partial file is never
-    served as complete: readers of a partial entry read only blocks marked filled, and a block is
-    marked only after all of its bytes were written. The bitmap of a partial entry is stored in
-    the index after the entry was closed and its data fsynced, so a remount continues where the
-    last one stopped; an unsynced bitmap is never stored.
+    served as complete: readers of a partial entry read only blocks marked filled, or bytes a
+    running stream has received without a gap, and a block is marked only after all of its bytes
+    were written. The bitmap of a partial entry is stored in the index after the entry was closed
+    and its data fsynced, so a remount continues where the last one stopped; an unsynced bitmap
+    is never stored.
 
 Keys
     ``ContentKey`` holds the document id, version, hash (Bimplus's change token) and size; the
     file name is the sha256 of all four, so no entry can ever serve another version's bytes.
 
 Reads and streams
-    ``open`` starts nothing. A read waits only for the blocks it needs. A missing block starts a
-    background *stream* at that block which keeps writing forward (read-ahead) until it reaches
-    a filled block, the start of another stream, or EOF, so a sequential reader is served by one
-    HTTP request. A read far ahead of every stream (``far_distance``) starts its own ranged stream
-    and takes over the rest of the range from the stream that would have got there later. Files
-    of at least ``min_parallel_size`` bytes split a fresh missing region into up to
-    ``max_streams`` segments fetched in parallel. If the server ignores ranges (the download
-    starts before the offset asked for) the entry falls back to one stream from that offset,
-    writing everything it receives, and never starts parallel streams again. Streams of an entry
-    never overlap, so no block is fetched twice while they run.
+    ``open`` starts nothing. A read waits only for the bytes it needs, not for whole blocks: it
+    is answered as soon as a stream has them. A missing block starts a background *stream* at
+    that block which keeps writing forward (read-ahead) until it reaches a filled block, the
+    start of another stream, or EOF, so a sequential reader is served by one HTTP request. A read
+    far ahead of every stream (``far_distance``) starts its own ranged stream and takes over the
+    rest of the range from the stream that would have got there later.
+
+    Parallel streams: in a file of at least ``min_parallel_size`` bytes a stream that runs below
+    ``parallel_below`` bytes/s over its first ``_SPLIT_PROBE`` seconds splits the rest of its
+    range into up to ``max_streams`` streams. Several streams pay where each one is held to a
+    rate (a far or throttled server); where one stream is fast the mount itself is the limit and
+    more streams only add work. (``parallel_below=None`` splits a fresh region at once.) The
+    first stream asks alone, the others after its first bytes arrived, so the request a reader
+    waits on is never queued behind them. If the server ignores ranges (the download starts
+    before the offset asked for, or a range from 0 gets the whole body) the entry falls back to
+    one stream from that offset, writing everything it receives, and never starts parallel
+    streams again. Streams of an entry never overlap, so no block is fetched twice while they
+    run.
 
     Streams stop when the last handle of their entry is closed: a reader that stopped early (a
     ``head``, a thumbnailer) does not make the mount download the rest of a large file.
@@ -43,9 +52,13 @@ Eviction
 
 Concurrency
     Everything runs on the trio thread; code between two awaits is atomic, which is what keeps
-    the stream bookkeeping (positions, ends, block map) consistent without locks. Local disk I/O
-    (``pread``/``pwrite`` of at most a block) is done inline: the page cache makes it cheaper
-    than a thread hop. Only fsyncs, which may wait for the disk, run in worker threads.
+    the stream bookkeeping (positions, ends, block map, write queues) consistent without locks.
+    Reads (``pread``) and writes of received chunks are done inline while the page cache takes
+    them fast: a copy is cheaper than a thread hop. When writes turn out slow (below
+    ``thread_writes_below`` bytes/s, as when the kernel must first find memory for the page
+    cache) each stream queues its chunks to a writer task that writes them in order in one
+    worker thread, receiving at most ``_WRITE_BEHIND`` bytes ahead, and reads are served from
+    the queue meanwhile. fsyncs, which may wait for the disk, always run in worker threads.
 """
 
 from __future__ import annotations
@@ -86,7 +99,7 @@ _RETRY_BASE = 0.5
 _RETRY_CAP = 8.0
 # How long (seconds from its first byte) a stream runs alone before its rate decides whether
 # the rest of its range is worth splitting into parallel streams.
-_SPLIT_PROBE = 0.2
+_SPLIT_PROBE = 0.1
 # Only writes at least this long are timed, and only they may go to the writer thread: for
 # shorter ones the hop to a thread and back costs more than the copy.
 _THREAD_WRITE_MIN = 64 << 10
@@ -809,7 +822,8 @@ class ContentStore:
         """Stream ``s`` got or wrote bytes: wake the reads it can serve now, and only those."""
         end = s.recv_end
         for w in entry.waiters:
-            if s.wstart < w.end <= end and self._available(entry, w.start, w.end) is not None:
+            # Only reads that overlap what s has can have been helped by it.
+            if w.start < end and s.wstart < w.end and self._available(entry, w.start, w.end):
                 w.event.set()
 
     def _available(self, entry: _Entry, a: int, b: int) -> tuple[int, _Stream | None] | None:
@@ -974,8 +988,9 @@ class ContentStore:
         entry = s.entry
         if entry.no_range or (s.received - r0) / (now - t0) >= self.parallel_below:
             return
-        # From the block after the next, so the leader never loses a block it is writing.
-        first = s.pos // self.block_size + 2
+        # From the block after the next one it has not received, so the leader never loses a
+        # block it has begun (or queued).
+        first = s.recv_end // self.block_size + 2
         free = self.max_streams - len(entry.streams) + 1
         n = min(free, (s.end_block - first) // self._min_segment_blocks)
         if n < 2:
@@ -1162,24 +1177,29 @@ class ContentStore:
         """Write the chunks ``s`` queues to the cache file, in order, in a worker thread."""
         entry = s.entry
         try:
-            while s.queue or not s.closing:
-                if not s.queue:
-                    s.to_writer = trio.Event()
-                    await s.to_writer.wait()
-                    continue
-                data = s.queue[0]
-                pos = s.pos
-                took = await trio.to_thread.run_sync(
-                    _timed_pwrite, fd, data, pos, limiter=self._write_limiter
-                )
-                self._note_write(len(data), took)
-                s.queue.popleft()
-                s.queued -= len(data)
-                s.pos = pos + len(data)
-                self._mark(s, pos, s.pos)
-                self._progress(entry, s)
-                s.from_writer.set()
-                s.from_writer = trio.Event()
+            # Shielded: what was received is written even when the file is closed or the store
+            # shuts down (at most _WRITE_BEHIND bytes): a reader may have had those bytes from
+            # memory, and a remount must not fetch them again. It ends when its stream closes
+            # it (in _stop_writer, which every exit of the stream runs).
+            with trio.CancelScope(shield=True):
+                while s.queue or not s.closing:
+                    if not s.queue:
+                        s.to_writer = trio.Event()
+                        await s.to_writer.wait()
+                        continue
+                    data = s.queue[0]
+                    pos = s.pos
+                    took = await trio.to_thread.run_sync(
+                        _timed_pwrite, fd, data, pos, limiter=self._write_limiter
+                    )
+                    self._note_write(len(data), took)
+                    s.queue.popleft()
+                    s.queued -= len(data)
+                    s.pos = pos + len(data)
+                    self._mark(s, pos, s.pos)
+                    self._progress(entry, s)
+                    s.from_writer.set()
+                    s.from_writer = trio.Event()
         except OSError as exc:
             s.write_error = exc
         finally:
@@ -1194,8 +1214,7 @@ class ContentStore:
             return
         s.closing = True
         s.to_writer.set()
-        # Shielded: the writer's thread uses the entry's descriptor, which must stay open
-        # until it returns.
+        # Shielded: the writer uses the entry's descriptor, which must stay open until it ends.
         with trio.CancelScope(shield=True):
             await done.wait()
         s.writer = None

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import random
 import stat
+import threading
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
@@ -13,6 +16,7 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import bimfs.cache.content as content_module
 from bimfs.cache.content import ContentKey, ContentStore, Download
 from bimfs.cache.errors import (
     CacheClosedError,
@@ -235,7 +239,7 @@ async def test_a_slow_stream_splits_into_parallel_streams(
         assert src.ranges_asked == [(0, 64 * BS)]  # alone first
         assert (await store.ensure_complete(f)).read_bytes() == data
         store.close(f)
-    # Split after its first 0.2 s (5 blocks), the rest of the file in four even parts.
+    # Split after its first 0.1 s (a few blocks), the rest of the file in four even parts.
     starts = sorted(start for start, _ in src.ranges_asked)
     assert len(starts) == 4 and starts[0] == 0 and starts[1] < 24 * BS
     assert src.max_open == 4
@@ -580,6 +584,131 @@ async def test_store_must_be_running_to_fetch(tmp_path: Path) -> None:
     with pytest.raises(CacheClosedError):
         await store.read(f, 0, 10)
     store.close(f)
+
+
+# --------------------------------------------------------------------- writes in a thread
+
+KIB = 1024
+SLOW = {"block_size": 256 * KIB, "thread_writes_below": float("inf")}  # every write is slow
+
+
+class HeldWrites:
+    """Stands in for the cache file write of the worker thread: holds every write that starts
+    at or after ``hold_from`` until ``release()``, or fails them with ``error``."""
+
+    def __init__(self, hold_from: int, error: OSError | None = None) -> None:
+        self.hold_from = hold_from
+        self.error = error
+        self.gate = threading.Event()
+        self._real = content_module._timed_pwrite
+
+    def __call__(self, fd: int, data: memoryview, offset: int) -> float:
+        if offset >= self.hold_from:
+            if self.error is not None:
+                raise self.error
+            self.gate.wait()
+        return self._real(fd, data, offset)
+
+    def release(self) -> None:
+        self.gate.set()
+
+
+async def test_slow_writes_go_to_a_thread_and_reads_are_served_from_the_queue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = pattern(4 << 20)
+    src = FakeSource(data, chunk_size=128 * KIB)
+    held = HeldWrites(hold_from=512 * KIB)
+    monkeypatch.setattr(content_module, "_timed_pwrite", held)
+    try:
+        async with running_store(tmp_path, **SLOW) as store:
+            f = store.open(key_for(data), src.fetch)
+            # The first chunk is written inline (no write was timed yet); from then on the
+            # worker thread writes, and it is held at 512 KiB: these bytes are only in memory.
+            with trio.fail_after(60):  # were they not served from memory, they would hang
+                assert await store.read(f, 0, 100) == data[:100]
+                assert await store.read(f, 600 * KIB, 100 * KIB) == data[600 * KIB : 700 * KIB]
+                assert await store.read(f, 0, 1000 * KIB) == data[: 1000 * KIB]
+            # Not in the cache file yet: those reads were answered from memory.
+            part = store.dir / (key_for(data).digest() + ".part")
+            assert part.read_bytes()[512 * KIB : 1 << 20] == bytes(512 * KIB)
+            # The stream receives at most _WRITE_BEHIND ahead of the held write.
+            assert src.calls[0].served <= 512 * KIB + (8 << 20)
+            held.release()
+            assert (await store.ensure_complete(f)).read_bytes() == data
+            store.close(f)
+    finally:
+        held.release()
+    assert len(src.calls) == 1
+
+
+async def test_bytes_read_from_memory_are_written_even_when_the_file_is_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = pattern(4 << 20)
+    src = FakeSource(data, chunk_size=128 * KIB)
+    held = HeldWrites(hold_from=1 << 20)
+    monkeypatch.setattr(content_module, "_timed_pwrite", held)
+    try:
+        async with running_store(tmp_path, **SLOW) as store:
+            f = store.open(key_for(data), src.fetch)
+            with trio.fail_after(60):
+                assert await store.read(f, 0, 100) == data[:100]
+                assert await store.read(f, 0, len(data)) == data  # mostly from memory
+            store.close(f)  # stops the stream; its writer still holds 3 MiB
+            held.release()
+    finally:
+        held.release()
+    # The store was shut down right after: what the reader got was kept all the same.
+    async with running_store(tmp_path, **SLOW) as store:
+        assert store.is_complete(key_for(data))
+        f = store.open(key_for(data), no_fetch)
+        assert await store.read(f, 0, len(data)) == data
+        store.close(f)
+
+
+async def test_a_failed_write_fails_the_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = pattern(2 << 20)
+    src = FakeSource(data, chunk_size=128 * KIB)
+    full = OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(content_module, "_timed_pwrite", HeldWrites(1 << 20, error=full))
+    async with running_store(tmp_path, **SLOW) as store:
+        f = store.open(key_for(data), src.fetch)
+        assert await store.read(f, 0, 100) == data[:100]
+        with pytest.raises(OSError) as caught:
+            await store.ensure_complete(f)
+        assert caught.value.errno == errno.ENOSPC
+        assert not store.is_complete(key_for(data))
+        store.close(f)
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_reads_with_writes_in_a_thread_return_the_right_bytes(
+    tmp_path: Path, seed: int
+) -> None:
+    rng = random.Random(seed)
+    data = pattern(rng.randrange(1 << 20, 6 << 20), seed=seed)
+    # Parallel streams at once, or (a slow server) a stream that splits once it has run a while.
+    slow = seed >= 4
+    src = FakeSource(
+        data, chunk_size=rng.choice([64, 100, 300]) * KIB, delay=0.005 if slow else 0.0
+    )
+    options = {**SLOW, "min_parallel_size": 1 << 20, "parallel_below": 1e12 if slow else None}
+    async with running_store(tmp_path, **options) as store:
+        f = store.open(key_for(data), src.fetch)
+
+        async def one(off: int, n: int) -> None:
+            assert await store.read(f, off, n) == data[off : off + n]
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(30):
+                off = rng.randrange(len(data))
+                nursery.start_soon(one, off, rng.randrange(1, 300 * KIB))
+        assert (await store.ensure_complete(f)).read_bytes() == data
+        store.close(f)
+    assert src.refetched() == 0
 
 
 async def test_usage_reports_streams_and_entries(tmp_path: Path) -> None:
