@@ -46,12 +46,32 @@ class EagerUpload:
         self.sent = 0
         self._progress: Callable[[int], None] | None = None
         self._scope = trio.CancelScope()
-        self._last_growth = trio.current_time()
+        self.started = self._last_growth = trio.current_time()
         self._finishing = False
 
     def matches(self, key: str, meta: dict[str, Any]) -> bool:
         """True when a journal entry is for exactly what this stream is sending."""
         return key == self.key and all(meta.get(k) == self.meta.get(k) for k in _IDENTITY)
+
+    def status(self) -> dict[str, Any] | None:
+        """This stream as a ``bimfs status`` transfer while the file is still being written;
+        None once it is finishing (the uploader then reports the journal entry itself)."""
+        if self._finishing or self.done.is_set():
+            return None
+        elapsed = trio.current_time() - self.started
+        return {
+            "id": None,
+            "key": self.key,
+            "name": self.meta.get("file_name", ""),
+            "path": self.meta.get("path", ""),
+            "state": "streaming",
+            "sent": self.sent,
+            "size": self.source.size,
+            "rate": self.sent / elapsed if elapsed > 0 else 0.0,
+            "reason": None,
+            "attempts": 1,
+            "next_attempt": None,
+        }
 
     def grew(self, size: int) -> None:
         self._last_growth = trio.current_time()

@@ -123,6 +123,8 @@ class Filesystem:
         self.dir_nodes: dict[tuple[str, ...], DirNode] = {}
         self.doc_nodes: dict[str, FileNode] = {}
         self.key_nodes: dict[str, FileNode] = {}
+        # Streaming uploads running now (for ``bimfs status``).
+        self._eager: set[EagerUpload] = set()
         self.teams: dict[str, Team] = {}
         self.projects: dict[tuple[str, str], Project] = {}
         self.local_dir = config.cache_dir / "local"
@@ -1463,7 +1465,14 @@ class Filesystem:
         local.eager = eager
         eager.grew(local.size)
         log.debug("streaming %s while it is written", node.path())
-        self._nursery.start_soon(eager.run, self.client)
+        self._nursery.start_soon(self._run_eager, eager)
+
+    async def _run_eager(self, eager: EagerUpload) -> None:
+        self._eager.add(eager)
+        try:
+            await eager.run(self.client)
+        finally:
+            self._eager.discard(eager)
 
     @staticmethod
     def _abandon_eager(local: LocalData) -> None:
@@ -1671,7 +1680,10 @@ class Filesystem:
             "api_url": self.config.api_url,
             "cache_dir": str(self.config.cache_dir),
             "pid": os.getpid(),
-            "transfers": self.uploader.transfers(),
+            "transfers": [
+                *(t for t in (e.status() for e in self._eager) if t is not None),
+                *self.uploader.transfers(),
+            ],
             "pending": sum(1 for e in entries if e.state in ("pending", "uploading")),
             "failed": [
                 {

@@ -418,3 +418,39 @@ def test_large_saves_streamed_while_written_arrive_exactly_once(
     p.sync()
     assert [int(v["version"]) for v in p.versions("big.bin")] == [1, 2]
     assert p.content("big.bin") == data2
+
+
+def test_status_shows_a_save_streamed_while_it_is_written(
+    emulator: Emulator, mount_factory: Any
+) -> None:
+    import json
+    import time
+
+    from bimfs.cli import format_status
+
+    m = mount_factory(emulator, "--write-back-delay", "0")
+    p = Project(emulator, m, "stream-status")
+    data = os.urandom(12 << 20)
+    with open(p.dir / "growing.bin", "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        # Still open, so the status is read in this process (a child would close the file on
+        # exec, and that close is a save): the bytes travel already, and the status says so.
+        deadline = time.monotonic() + 30
+        while True:
+            status = json.loads(os.getxattr(m.path, "user.bimfs.status"))
+            streams = [t for t in status["transfers"] if t["state"] == "streaming"]
+            if streams and streams[0]["sent"] > 0:
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.05)
+        assert streams[0]["path"].endswith("/stream-status/growing.bin")
+        assert streams[0]["size"] == len(data)
+        text = format_status(status)
+        assert "streaming" in text and "growing.bin" in text
+        assert status["pending"] == 0  # nothing saved yet
+    p.sync()
+    assert p.content("growing.bin") == data
+    assert len(p.versions("growing.bin")) == 1
+    out = m.bimfs("status", str(m.path), "--json")
+    assert json.loads(out.stdout)["transfers"] == []
