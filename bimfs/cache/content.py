@@ -526,6 +526,29 @@ class ContentStore:
         self._touch(digest)
         return self._final_path(digest)
 
+    def adopt(self, key: ContentKey, path: Path) -> bool:
+        """Take ``path``, a complete and fsynced file holding exactly the content of ``key``
+        (a save that was just uploaded), as that key's cache entry, by renaming it: a read of
+        what was just saved then downloads nothing. False (and ``path`` untouched) when the key
+        is already cached or open, the file has another size, does not fit the budget, or
+        cannot be moved (another file system)."""
+        digest = key.digest()
+        if digest in self._rows or digest in self._entries or key.size > self.max_bytes:
+            return False
+        try:
+            if os.stat(path).st_size != key.size:
+                return False
+            os.rename(path, self._final_path(digest))
+        except OSError as exc:
+            log.debug("could not keep %s in the content cache: %s", path, exc)
+            return False
+        # Durable enough for a cache: if the rename is lost in a crash the file is an orphan
+        # of the journal (removed at its next load), if the index row is lost the file is
+        # unknown here (removed at the next load).
+        self._insert_row(key, digest, complete=True)
+        self.evict_to_budget()
+        return True
+
     def usage(self) -> dict[str, Any]:
         """Cache use for ``bimfs status``: bytes, entries, pins, budget, active streams."""
         now = trio.current_time()

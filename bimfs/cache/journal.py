@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
 import json
 import logging
 import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,8 @@ FAILED = "failed"
 STATES = (PENDING, UPLOADING, FAILED)
 
 _FORMAT = 1
+# Contents at least this large are deleted by a short-lived thread (see ``_remove``).
+_UNLINK_LATER_SIZE = 16 << 20
 
 
 @dataclass
@@ -240,15 +244,17 @@ class Journal:
             if entry.state == FAILED:
                 self._save(replace(entry, state=PENDING, reason="", not_before=0.0))
 
-    def complete(self, entry_id: str) -> None:
+    def complete(self, entry_id: str, take: Callable[[Path], bool] | None = None) -> None:
         """The server confirmed the upload: remove the record and the content.
 
-        An id that is already gone is ignored (the entry was discarded during its upload).
+        ``take(data_path)``, called once the record is gone, may move the content elsewhere
+        (into the content cache) and return True; otherwise the content is deleted. An id that
+        is already gone is ignored (the entry was discarded during its upload).
         """
         with self._lock:
             entry = self._entries.get(entry_id)
             if entry is not None:
-                self._remove(entry)
+                self._remove(entry, take)
 
     def discard(self, entry_id: str) -> None:
         """Drop an entry without uploading it; only on an explicit user action."""
@@ -306,15 +312,25 @@ class Journal:
         os.replace(tmp, final)
         _fsync_dir(self.dir)
 
-    def _remove(self, entry: JournalEntry) -> None:
+    def _remove(self, entry: JournalEntry, take: Callable[[Path], bool] | None = None) -> None:
         # Record first: a crash in between leaves an orphaned .data, removed at the next load,
         # never a record without its content.
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._record_path(entry.id))
         _fsync_dir(self.dir)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(entry.data_path)
         self._entries.pop(entry.id, None)
+        if take is not None and take(entry.data_path):
+            return
+        if entry.size < _UNLINK_LATER_SIZE:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.data_path)
+        else:
+            # Deleting a large file frees its page cache, about 0.2 s per GiB, and the caller is
+            # often the event loop. Its record is already gone, so should the process end first,
+            # the next load removes the file as an orphan.
+            threading.Thread(
+                target=_unlink_quietly, args=(entry.data_path,), name="journal unlink", daemon=True
+            ).start()
 
     def _load(self) -> None:
         names = os.listdir(self.dir)
@@ -396,3 +412,40 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+#: How much a sequential writer writes between two calls of ``start_writeback``.
+WRITEBACK_STEP = 32 << 20
+
+_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>
+
+
+def _load_sync_file_range() -> Any:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_sync_file_range = _load_sync_file_range()
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Have the kernel start writing ``length`` bytes at ``offset`` of a staging file to disk
+    now, without waiting for it: the ``fsync`` that ``commit`` does at ``close()`` then has
+    only the tail left to write. A hint only (no-op where ``sync_file_range`` is missing, and
+    its errors are ignored): durability still comes from that ``fsync``."""
+    if _sync_file_range is not None:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("could not delete the sent content %s: %s", path, exc)

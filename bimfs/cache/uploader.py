@@ -32,6 +32,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -41,8 +42,10 @@ from bimfs.cache.journal import FAILED, PENDING, UPLOADING, Journal, JournalEntr
 
 log = logging.getLogger(__name__)
 
-UploadFn = Callable[[JournalEntry, Callable[[int], None]], Awaitable[None]]
-"""``upload(entry, progress)``: send ``entry.data_path``; call ``progress(bytes_sent_so_far)``."""
+UploadFn = Callable[[JournalEntry, Callable[[int], None]], Awaitable[Callable[[Path], bool] | None]]
+"""``upload(entry, progress)``: send ``entry.data_path``; call ``progress(bytes_sent_so_far)``.
+It may return ``take(data_path)`` for ``Journal.complete``: what to do with the sent content
+instead of deleting it."""
 
 # Retries are logged at debug level until this many attempts, then as warnings (and after that
 # on every tenth attempt only, so a long outage does not flood the log).
@@ -246,7 +249,7 @@ class Uploader:
                 return
             transfer.entry = entry
             try:
-                await self.upload(entry, transfer.progress)
+                take = await self.upload(entry, transfer.progress)
             except Exception as exc:
                 self._failed(entry, exc)
             except BaseException:
@@ -254,7 +257,7 @@ class Uploader:
                 self._journal_call(self.journal.mark_pending, entry_id, 0.0)
                 raise
             else:
-                self._journal_call(self.journal.complete, entry_id)
+                self._journal_call(self.journal.complete, entry_id, take)
                 self._retry_at.pop(entry_id, None)
                 log.debug("uploaded %s (%d bytes)", entry.name, entry.size)
         finally:

@@ -101,14 +101,22 @@ class Operations(pyfuse3.Operations):
         self._dir_snapshots: dict[int, list[tuple[str, Attr]]] = {}
         self._next_dir_fh = 1
         fs.invalidate_inode = self._invalidate_inode
+        fs.invalidate_attributes = self._invalidate_attributes
         fs.invalidate_entry = self._invalidate_entry
-        self._inval_send, self._inval_recv = trio.open_memory_channel[int](10_000)
+        # (inode, attributes only)
+        self._inval_send, self._inval_recv = trio.open_memory_channel[tuple[int, bool]](10_000)
 
     # Kernel cache invalidation happens in a worker thread: calling it from inside a request
     # handler for the same inode could deadlock.
     def _invalidate_inode(self, ino: int) -> None:
+        self._queue_invalidation(ino, attr_only=False)
+
+    def _invalidate_attributes(self, ino: int) -> None:
+        self._queue_invalidation(ino, attr_only=True)
+
+    def _queue_invalidation(self, ino: int, *, attr_only: bool) -> None:
         try:
-            self._inval_send.send_nowait(ino)
+            self._inval_send.send_nowait((ino, attr_only))
         except trio.WouldBlock:
             log.debug("invalidation queue full; inode %d stays cached until its timeout", ino)
 
@@ -120,9 +128,9 @@ class Operations(pyfuse3.Operations):
 
     async def run_invalidator(self) -> None:
         """Background task: forget kernel attributes and pages of changed documents."""
-        async for ino in self._inval_recv:
+        async for ino, attr_only in self._inval_recv:
             try:
-                await trio.to_thread.run_sync(pyfuse3.invalidate_inode, ino, False)
+                await trio.to_thread.run_sync(pyfuse3.invalidate_inode, ino, attr_only)
             except OSError as exc:
                 if exc.errno not in (errno.ENOENT, errno.ENOSYS):
                     log.debug("invalidating inode %d: %s", ino, exc)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import logging
 import math
@@ -33,7 +34,7 @@ from bimfs.api.client import BimplusClient
 from bimfs.api.errors import ApiError, ConflictError, NotFoundError
 from bimfs.api.models import Attachment, FolderNode, Project, Team
 from bimfs.cache.content import CachedFile, ContentKey, ContentStore
-from bimfs.cache.journal import Journal, JournalEntry
+from bimfs.cache.journal import WRITEBACK_STEP, Journal, JournalEntry, start_writeback
 from bimfs.cache.metadata import TtlCache
 from bimfs.cache.uploader import Uploader
 from bimfs.config import Config
@@ -129,6 +130,7 @@ class Filesystem:
         self.projects: dict[tuple[str, str], Project] = {}
         self.local_dir = config.cache_dir / "local"
         self.invalidate_inode: Callable[[int], None] = lambda ino: None
+        self.invalidate_attributes: Callable[[int], None] = lambda ino: None
         self.invalidate_entry: Callable[[int, str], None] = lambda parent, name: None
         self.orphans: dict[tuple[str, str, str], list[FileNode]] = {}
         self._nursery: trio.Nursery | None = None
@@ -871,6 +873,11 @@ class Filesystem:
         local.size = max(local.size, offset + written)
         local.dirty = True
         node.generation += 1
+        end = offset + written
+        if end - local.writeback_start >= WRITEBACK_STEP:
+            # Written far enough: let the disk start on it now rather than all at close().
+            start_writeback(local.fd, local.writeback_start, end - local.writeback_start)
+            local.writeback_start = end
         if local.append_only:
             if local.eager is not None:
                 local.eager.grew(local.size)
@@ -1497,8 +1504,11 @@ class Filesystem:
 
     # ------------------------------------------------------------------ uploads
 
-    async def _upload(self, entry: JournalEntry, progress: Callable[[int], None]) -> None:
-        """Send one journal entry (called by the uploader, retried by it)."""
+    async def _upload(
+        self, entry: JournalEntry, progress: Callable[[int], None]
+    ) -> Callable[[Path], bool] | None:
+        """Send one journal entry (called by the uploader, retried by it). Returns what the
+        journal should do with the sent content: become the new version's cache entry."""
         meta = entry.meta
         slug = meta["slug"]
         streamed = await self._finish_eager(entry, progress)
@@ -1537,13 +1547,15 @@ class Filesystem:
             new_key = entry.key
         node = self.key_nodes.get(entry.key)
         self.meta.invalidate(("versions", slug, att.id))
+        key = ContentKey(att.id, att.version, att.hash, att.size)
+        take = functools.partial(self.content.adopt, key) if att.size == entry.size else None
         if node is None:
             self.meta.invalidate(("listing", slug, meta.get("pid", "")))
-            return
+            return take
         if node.deleted:
             with contextlib.suppress(NotFoundError):
                 await self.client.delete_attachment(slug, att.id)
-            return
+            return None
         node.doc = att
         if new_key != node.key:
             self.key_nodes.pop(node.key, None)
@@ -1556,10 +1568,17 @@ class Filesystem:
         local = node.local
         if local is not None and local.committed and local.journal_id == entry.id:
             node.local = None
-            node.kernel_key = None
-            self.invalidate_inode(node.ino)
+            if take is not None:
+                # The kernel's pages of this file hold exactly the bytes just sent: keep them
+                # for the next open; only the attributes (the server's times) change.
+                node.kernel_key = key
+                self.invalidate_attributes(node.ino)
+            else:
+                node.kernel_key = None
+                self.invalidate_inode(node.ino)
         if parent is not None:
             self._invalidate_listing(parent)
+        return take
 
     # ------------------------------------------------------------------ xattrs
 

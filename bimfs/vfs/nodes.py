@@ -149,6 +149,8 @@ class LocalData:
     # Written only at its end since it was empty: a candidate for streaming while written.
     append_only: bool = False
     eager: Any = None  # bimfs.vfs.eager.EagerUpload streaming this data, if any
+    # Writeback of the staging file was started up to here (sequential writes only).
+    writeback_start: int = 0
 
 
 class FileNode(Node):

@@ -1043,3 +1043,40 @@ def test_reads_survive_cut_bodies_closes_and_restarts(
                 break
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+async def test_an_adopted_file_is_served_without_a_fetch_also_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    data = pattern(300 * BS)
+    key = key_for(data)
+    sent = tmp_path / "sent.data"
+    sent.write_bytes(data)
+    async with running_store(tmp_path / "c", block_size=BS) as store:
+        assert store.adopt(key, sent)
+        assert not sent.exists()  # moved, not copied
+        assert store.is_complete(key)
+        assert store.usage()["bytes_used"] == len(data)
+        f = store.open(key, no_fetch)
+        assert await store.read(f, 1000, 5000) == data[1000:6000]
+        store.close(f)
+        # Already cached: a second file for the same key is left alone.
+        other = tmp_path / "other.data"
+        other.write_bytes(data)
+        assert not store.adopt(key, other) and other.exists()
+    async with running_store(tmp_path / "c", block_size=BS) as store:
+        f = store.open(key, no_fetch)
+        assert await store.read(f, 0, len(data)) == data
+        store.close(f)
+
+
+async def test_adopt_refuses_what_does_not_fit(tmp_path: Path) -> None:
+    data = pattern(10 * BS)
+    path = tmp_path / "sent.data"
+    path.write_bytes(data)
+    async with running_store(tmp_path / "c", max_bytes=5 * BS, block_size=BS) as store:
+        assert not store.adopt(key_for(data), path)  # larger than the whole cache
+        assert not store.adopt(key_for(data + b"x"), path)  # not the key's size
+        assert not store.adopt(key_for(b"y" * 10), tmp_path / "missing")
+        assert path.read_bytes() == data
+        assert not store.is_complete(key_for(data))

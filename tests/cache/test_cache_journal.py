@@ -118,6 +118,49 @@ def test_complete_and_discard_remove_record_and_content(tmp_path: Path) -> None:
         journal.mark_failed(b, "x")
 
 
+def test_complete_may_hand_the_content_over_instead_of_deleting_it(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    kept = save(journal, "doc:1", b"keep me")
+    dropped = save(journal, "doc:2", b"drop me")
+    kept_entry, dropped_entry = journal.get(kept), journal.get(dropped)
+    assert kept_entry is not None and dropped_entry is not None
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-adopted.data"
+    seen: list[Path] = []
+
+    def take(path: Path) -> bool:
+        seen.append(path)
+        # The record is gone before the content is handed over.
+        assert journal.get(kept) is None
+        os.rename(path, elsewhere)
+        return True
+
+    journal.complete(kept, take)
+    journal.complete(dropped, lambda path: False)
+    assert seen == [kept_entry.data_path]
+    assert elsewhere.read_bytes() == b"keep me"
+    assert files(journal) == []
+    assert Journal(tmp_path).entries() == []
+
+
+def test_a_large_sent_content_is_deleted_off_the_callers_thread(tmp_path: Path) -> None:
+    import time
+
+    journal = Journal(tmp_path)
+    big = save(journal, "doc:1", os.urandom(20 << 20))
+    entry = journal.get(big)
+    assert entry is not None
+    data = entry.data_path
+    journal.complete(big)
+    # Gone from the journal at once, whatever the deletion of its file still takes.
+    assert journal.entries() == []
+    assert Journal(tmp_path).entries() == []
+    deadline = time.monotonic() + 30
+    while data.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert files(journal) == []
+
+
 def test_crash_leftovers_are_handled_safely(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
     kept = save(journal, "doc:1", b"kept")

@@ -454,3 +454,29 @@ def test_status_shows_a_save_streamed_while_it_is_written(
     assert len(p.versions("growing.bin")) == 1
     out = m.bimfs("status", str(m.path), "--json")
     assert json.loads(out.stdout)["transfers"] == []
+
+
+def test_what_was_saved_is_read_back_without_a_download(
+    emulator: Emulator, mount_factory: Any
+) -> None:
+    m = mount_factory(emulator, "--write-back-delay", "0")
+    p = Project(emulator, m, "read-back")
+    small, big = os.urandom(300_000), os.urandom(12 << 20)  # big: streamed while written
+    (p.dir / "small.bin").write_bytes(small)
+    shutil.copyfile(p.dir / "small.bin", p.dir / "copy.bin")
+    with open(p.dir / "big.bin", "wb") as fh:
+        fh.write(big)
+    p.sync()
+    assert p.content("big.bin") == big and p.content("copy.bin") == small
+    emulator.reset_stats()
+    for name, data in [("small.bin", small), ("copy.bin", small), ("big.bin", big)]:
+        assert (p.dir / name).read_bytes() == data
+    # A new mount with the same cache: the kernel's pages are gone, the cache serves them.
+    m.unmount()
+    m.start()
+    for name, data in [("small.bin", small), ("copy.bin", small), ("big.bin", big)]:
+        assert (p.dir / name).read_bytes() == data
+    requests = emulator.stats()["requests"]
+    assert not [k for k in requests if "download" in k.lower()], requests
+    # The uploaded versions are what was written.
+    assert [int(v["version"]) for v in p.versions("big.bin")] == [1]
