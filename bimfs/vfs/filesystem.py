@@ -66,6 +66,7 @@ XATTR_PREFIX = "user.bimplus."
 STATE_XATTR = "user.bimfs.state"
 STATUS_XATTR = "user.bimfs.status"  # on the mount root: JSON for `bimfs status` / `unmount`
 SYNC_XATTR = "user.bimfs.sync"  # on the mount root: writing it sends pending uploads now
+_OUR_XATTRS = (XATTR_PREFIX, "user.bimfs.")
 UNKNOWN_QUOTA = 1 << 50  # 1 PiB: "a large plausible size"
 BLOCK = 4096
 
@@ -1641,6 +1642,10 @@ class Filesystem:
 
     async def getxattr(self, ino: int, name: str) -> bytes:
         node = self._node(ino)
+        if not name.startswith(_OUR_XATTRS):
+            # The kernel asks for security.capability before every write to a file, and `ls`
+            # for ACLs and SELinux labels: answered without building anything.
+            raise FsError(errno.ENODATA)
         await self._known_root_team(node)
         if name == STATUS_XATTR and node is self.root:
             return json.dumps(self.status()).encode()

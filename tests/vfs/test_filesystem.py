@@ -161,3 +161,7 @@ async def test_team_root_has_its_id(emulator: Emulator, tmp_path: Path) -> None:
         )
         assert await fs.getxattr(ROOT, "user.bimplus.id") == team["id"].encode()
         assert await fs.getxattr(ROOT, "user.bimplus.slug") == SLUG.encode()
+        for foreign in ("security.capability", "system.posix_acl_access", "user.other"):
+            with pytest.raises(FsError) as info:
+                await fs.getxattr(ROOT, foreign)
+            assert info.value.errno == errno.ENODATA
