@@ -9,7 +9,8 @@ Layout and durability
     running stream has received without a gap, and a block is marked only after all of its bytes
     were written. The bitmap of a partial entry is stored in the index after the entry was closed
     and its data fsynced, so a remount continues where the last one stopped; an unsynced bitmap
-    is never stored.
+    is never stored. ``<digest>.<random>.deleted`` is an evicted entry of 16 MiB or more that a
+    thread is deleting (removed at the next start if the process ended first).
 
 Keys
     ``ContentKey`` holds the document id, version, hash (Bimplus's change token) and size; the
@@ -87,11 +88,13 @@ from bimfs.cache.errors import (
     ContentSizeError,
     ContentTimeoutError,
 )
+from bimfs.cache.files import DELETE_LATER_SIZE, delete, fsync_dir
 
 log = logging.getLogger(__name__)
 
 _INDEX_NAME = "index.db"
 _PART_SUFFIX = ".part"
+_TRASH_SUFFIX = ".deleted"
 # Re-check the budget after this many newly filled blocks while a stream grows the cache.
 _EVICT_EVERY_BLOCKS = 64
 # Backoff before the n-th retry of a stream: _RETRY_BASE * 2**(n-1), capped, with jitter.
@@ -659,6 +662,10 @@ class ContentStore:
             self._used += row.used
             kept.add(digest if row.complete else part)
         for name in names - kept:
+            if name.endswith(_TRASH_SUFFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.dir / name)
+                continue
             stem = name.removesuffix(_PART_SUFFIX)
             if len(stem) == 64 and all(c in "0123456789abcdef" for c in stem):
                 with contextlib.suppress(FileNotFoundError):
@@ -778,13 +785,25 @@ class ContentStore:
 
     def _remove(self, digest: str) -> None:
         row = self._rows.pop(digest, None)
+        used = 0
         if row is not None:
             self._used -= row.used
+            used = row.used
         self._unpersisted.pop(digest, None)
         self._write_index("DELETE FROM entries WHERE digest=?", (digest,))
         for path in (self._final_path(digest), self._part_path(digest)):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+            if used < DELETE_LATER_SIZE:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                continue
+            # Deleted by a thread, so renamed first: the same key may be fetched again at once,
+            # under the same name. A leftover is removed at the next start.
+            trash = self.dir / f"{digest}.{secrets.token_hex(4)}{_TRASH_SUFFIX}"
+            try:
+                os.rename(path, trash)
+            except FileNotFoundError:
+                continue
+            delete(trash, used)
 
     def _maybe_release(self, entry: _Entry) -> None:
         """Drop an entry from memory once nothing uses it, keeping what it cached."""
@@ -1316,7 +1335,7 @@ class ContentStore:
                 assert entry.fd is not None
                 await trio.to_thread.run_sync(os.fsync, entry.fd)
                 os.rename(self._part_path(entry.digest), self._final_path(entry.digest))
-                _fsync_dir(self.dir)
+                fsync_dir(self.dir)
             row = entry.row
             if row is not None and self._rows.get(entry.digest) is row:
                 self._used += entry.key.size - row.used
@@ -1389,14 +1408,6 @@ def _file_size(path: Path) -> int | None:
 
 def _fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bimfs.cache.errors import JournalEntryNotFoundError, JournalError
+from bimfs.cache.files import delete, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,6 @@ FAILED = "failed"
 STATES = (PENDING, UPLOADING, FAILED)
 
 _FORMAT = 1
-# Contents at least this large are deleted by a short-lived thread (see ``_remove``).
-_UNLINK_LATER_SIZE = 16 << 20
 
 
 @dataclass
@@ -310,27 +309,24 @@ class Journal:
         finally:
             os.close(fd)
         os.replace(tmp, final)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     def _remove(self, entry: JournalEntry, take: Callable[[Path], bool] | None = None) -> None:
         # Record first: a crash in between leaves an orphaned .data, removed at the next load,
         # never a record without its content.
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._record_path(entry.id))
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         self._entries.pop(entry.id, None)
-        if take is not None and take(entry.data_path):
-            return
-        if entry.size < _UNLINK_LATER_SIZE:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry.data_path)
-        else:
-            # Deleting a large file frees its page cache, about 0.2 s per GiB, and the caller is
-            # often the event loop. Its record is already gone, so should the process end first,
-            # the next load removes the file as an orphan.
-            threading.Thread(
-                target=_unlink_quietly, args=(entry.data_path,), name="journal unlink", daemon=True
-            ).start()
+        if take is not None:
+            try:
+                if take(entry.data_path):
+                    return
+            except Exception:  # the content is deleted as if nobody had wanted it
+                log.exception("could not hand over the sent content of %s", entry.name)
+        # Its record is gone: should the process end before a large file is deleted, the next
+        # load removes it as an orphan.
+        delete(entry.data_path, entry.size)
 
     def _load(self) -> None:
         names = os.listdir(self.dir)
@@ -406,14 +402,6 @@ def _by_seq(entry: JournalEntry) -> int:
     return entry.seq
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 #: How much a sequential writer writes between two calls of ``start_writeback``.
 WRITEBACK_STEP = 32 << 20
 
@@ -440,12 +428,3 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
     its errors are ignored): durability still comes from that ``fsync``."""
     if _sync_file_range is not None:
         _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("could not delete the sent content %s: %s", path, exc)

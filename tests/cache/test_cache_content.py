@@ -1080,3 +1080,39 @@ async def test_adopt_refuses_what_does_not_fit(tmp_path: Path) -> None:
         assert not store.adopt(key_for(b"y" * 10), tmp_path / "missing")
         assert path.read_bytes() == data
         assert not store.is_complete(key_for(data))
+
+
+def wait_for_no_deleted_files(directory: Path) -> None:
+    """The deleting thread runs on its own: poll for its result."""
+    import time
+
+    deadline = time.monotonic() + 30
+    while any(n.endswith(".deleted") for n in os.listdir(directory)):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+async def test_a_large_evicted_entry_goes_without_touching_its_successor(tmp_path: Path) -> None:
+    big = pattern(20 << 20)
+    root = tmp_path / "c"
+    async with running_store(root, max_bytes=30 << 20) as store:
+        first = tmp_path / "first.data"
+        first.write_bytes(big)
+        assert store.adopt(key_for(big, "doc-1"), first)
+        second = tmp_path / "second.data"
+        second.write_bytes(big)
+        assert store.adopt(key_for(big, "doc-2"), second)  # evicts doc-1 (over budget)
+        assert not store.is_complete(key_for(big, "doc-1"))
+        # doc-1 comes straight back under its old name while its old file is being deleted.
+        again = tmp_path / "again.data"
+        again.write_bytes(big)
+        assert store.adopt(key_for(big, "doc-1"), again)
+        wait_for_no_deleted_files(store.dir)
+        f = store.open(key_for(big, "doc-1"), no_fetch)
+        assert await store.read(f, (20 << 20) - 10, 10) == big[-10:]
+        store.close(f)
+    # A leftover of a deletion that never ran is removed at the next start.
+    (store.dir / ("0" * 64 + ".1234abcd.deleted")).write_bytes(b"x")
+    async with running_store(root, max_bytes=30 << 20) as store:
+        assert not any(n.endswith(".deleted") for n in os.listdir(store.dir))
+        assert store.is_complete(key_for(big, "doc-1"))
