@@ -769,6 +769,7 @@ def fig_warm_read(b: Bench) -> list[Result]:
     local_rates = [mb_s(size, read_file_timed(local, size)) for _ in range(b.rounds)]
     local.unlink()
     mount_rates: list[float] = []
+    through: list[int] = []
     with b.emulator() as emu:
         pid = emu.create_project("Warm")
         progress(f"creating a {human_size(size)} document")
@@ -780,8 +781,12 @@ def fig_warm_read(b: Bench) -> list[Result]:
             progress(f"first (cold) read {cold:.0f} MB/s")
             settle()
             for _ in range(b.rounds):
+                served = m.status()["cache"].get("bytes_served", 0)
                 mount_rates.append(mb_s(size, read_file_timed(path, size)))
-    best, ref = max(mount_rates), max(local_rates)
+                # What the kernel no longer had in its page cache and asked the mount for.
+                through.append(m.status()["cache"].get("bytes_served", 0) - served)
+    i = mount_rates.index(max(mount_rates))
+    best, ref = mount_rates[i], max(local_rates)
     ratio = best / ref
     return [
         Result(
@@ -793,7 +798,16 @@ def fig_warm_read(b: Bench) -> list[Result]:
             "target >= 0.5x",
             ratio >= 0.5,
             {"mount_mb_s": mount_rates, "local_mb_s": local_rates, "first_read_mb_s": cold},
-        )
+        ),
+        info(
+            "warm-read",
+            "read through the mount in each round (pages the kernel had dropped)",
+            ", ".join(
+                f"{n / MiB:.0f} MiB at {r:.0f} MB/s"
+                for n, r in zip(through, mount_rates, strict=True)
+            ),
+            bytes_through_mount=through,
+        ),
     ]
 
 

@@ -390,6 +390,7 @@ class ContentStore:
         # Recent cost of writing to the cache files (seconds per byte, smoothed).
         self._write_cost = 0.0
         self._fills_since_evict = 0
+        self._bytes_served = 0
         self._closed = False
         self._index_failed = False
         self._db = self._open_index()
@@ -477,9 +478,11 @@ class ContentStore:
             data = self._try_read(entry, offset, end)
             if data is None:
                 data = await self._wait_read(entry, f.fetch, offset, end)
-            return data
-        assert entry.fd is not None
-        return _pread_all(entry.fd, end - offset, offset)
+        else:
+            assert entry.fd is not None
+            data = _pread_all(entry.fd, end - offset, offset)
+        self._bytes_served += len(data)
+        return data
 
     async def ensure_complete(self, f: CachedFile) -> Path:
         """Fetch every missing block and return the complete file's path.
@@ -553,7 +556,9 @@ class ContentStore:
         return True
 
     def usage(self) -> dict[str, Any]:
-        """Cache use for ``bimfs status``: bytes, entries, pins, budget, active streams."""
+        """Cache use for ``bimfs status``: bytes, entries, pins, budget, active streams, and
+        ``bytes_served``: bytes this store has answered reads with since it started (reads the
+        kernel's page cache answered never get here)."""
         now = trio.current_time()
         streams = []
         for entry in self._entries.values():
@@ -578,6 +583,7 @@ class ContentStore:
             "complete_entries": sum(1 for r in self._rows.values() if r.complete),
             "pinned": sum(1 for e in self._entries.values() if e.pins > 0),
             "open_handles": sum(e.pins for e in self._entries.values()),
+            "bytes_served": self._bytes_served,
             "streams": streams,
         }
 
