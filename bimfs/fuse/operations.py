@@ -190,14 +190,14 @@ class Operations(pyfuse3.Operations):
     @handler
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         fh, keep_cache = await self.fs.open(inode, flags)
-        return pyfuse3.FileInfo(fh=fh, keep_cache=keep_cache)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=keep_cache, direct_io=self.fs.direct_io(fh))
 
     @handler
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         fh, attr = await self.fs.create(parent_inode, _name(name), flags)
-        return pyfuse3.FileInfo(fh=fh), entry(attr)
+        return pyfuse3.FileInfo(fh=fh, direct_io=self.fs.direct_io(fh)), entry(attr)
 
     @handler
     async def read(self, fh: int, off: int, size: int) -> bytes:

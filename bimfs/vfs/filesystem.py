@@ -91,6 +91,8 @@ class Handle:
     cached: CachedFile | None = None
     local_fd: int | None = None  # fd for reading committed local data
     local_path: Path | None = None
+    # Writes bypass the kernel's page cache (see ``direct_io``).
+    direct: bool = False
 
 
 def _describe(exc: BaseException) -> str:
@@ -735,7 +737,7 @@ class Filesystem:
         self._check_open(node, write)
         if not write and flags & os.O_TRUNC:
             raise FsError(errno.EACCES)
-        handle = Handle(self._new_fh(), node, write)
+        handle = Handle(self._new_fh(), node, write, direct=accmode == os.O_WRONLY)
         keep_cache = False
         if write:
             await self._make_local(node, truncate=bool(flags & os.O_TRUNC))
@@ -752,6 +754,15 @@ class Filesystem:
         node.open_count += 1
         self.handles[handle.fh] = handle
         return handle.fh, keep_cache
+
+    def direct_io(self, fh: int) -> bool:
+        """Whether the kernel should send this handle's writes straight to ``write`` instead
+        of through its page cache: for write-only opens (``cp``, ``>``, most saves). That is
+        one copy less per byte and no page-cache pages to allocate for bytes that are going to
+        disk and the network anyway. Such a descriptor cannot be read or mmapped, so nothing
+        it does needs those pages; other open handles of the file are kept coherent by
+        ``write`` (see there)."""
+        return self._handle(fh).direct
 
     def _new_fh(self) -> int:
         fh = self._next_fh
@@ -873,6 +884,13 @@ class Filesystem:
         written = os.pwrite(local.fd, data, offset)
         local.size = max(local.size, offset + written)
         local.dirty = True
+        if handle.direct:
+            # The kernel's pages of this file no longer show every byte written. Pages another
+            # open handle cached are dropped now (in the background); after the upload they
+            # are not kept as the new version's pages either.
+            local.direct_writes = True
+            if node.open_count > 1:
+                self.invalidate_inode(node.ino)
         node.generation += 1
         end = offset + written
         if end - local.writeback_start >= WRITEBACK_STEP:
@@ -1569,7 +1587,7 @@ class Filesystem:
         local = node.local
         if local is not None and local.committed and local.journal_id == entry.id:
             node.local = None
-            if take is not None:
+            if take is not None and not local.direct_writes:
                 # The kernel's pages of this file hold exactly the bytes just sent: keep them
                 # for the next open; only the attributes (the server's times) change.
                 node.kernel_key = key

@@ -151,6 +151,8 @@ class LocalData:
     eager: Any = None  # bimfs.vfs.eager.EagerUpload streaming this data, if any
     # Writeback of the staging file was started up to here (sequential writes only).
     writeback_start: int = 0
+    # Written through a handle that bypasses the kernel's page cache (``direct_io``).
+    direct_writes: bool = False
 
 
 class FileNode(Node):

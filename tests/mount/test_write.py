@@ -480,3 +480,32 @@ def test_what_was_saved_is_read_back_without_a_download(
     assert not [k for k in requests if "download" in k.lower()], requests
     # The uploaded versions are what was written.
     assert [int(v["version"]) for v in p.versions("big.bin")] == [1]
+
+
+def test_a_reader_sees_what_a_write_only_writer_wrote(emulator: Emulator, mount: Mount) -> None:
+    import time
+
+    p = Project(emulator, mount, "coherence")
+    old = b"A" * 300_000
+    p.seed("shared.bin", old)
+    path = p.dir / "shared.bin"
+    # A write-only descriptor: its writes bypass the kernel's page cache.
+    writer = os.open(path, os.O_WRONLY)
+    reader = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            assert os.pread(reader, len(old), 0) == old  # now in the kernel's page cache
+            os.pwrite(writer, b"B" * 1000, 5000)
+        finally:
+            os.close(writer)
+        expected = old[:5000] + b"B" * 1000 + old[6000:]
+        deadline = time.monotonic() + 10
+        while os.pread(reader, 1000, 5000) != b"B" * 1000:  # the stale pages are dropped
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert os.pread(reader, len(old), 0) == expected
+    finally:
+        os.close(reader)
+    p.sync()
+    assert p.content("shared.bin") == expected
+    assert path.read_bytes() == expected
