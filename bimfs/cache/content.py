@@ -536,10 +536,12 @@ class ContentStore:
         """Take ``path``, a complete and fsynced file holding exactly the content of ``key``
         (a save that was just uploaded), as that key's cache entry, by renaming it: a read of
         what was just saved then downloads nothing. False (and ``path`` untouched) when the key
-        is already cached or open, the file has another size, does not fit the budget, or
-        cannot be moved (another file system)."""
+        is already cached or open, the file has another size, does not fit the budget, cannot
+        be moved (another file system), or the store was closed."""
         digest = key.digest()
-        if digest in self._rows or digest in self._entries or key.size > self.max_bytes:
+        if self._closed or digest in self._rows or digest in self._entries:
+            return False
+        if key.size > self.max_bytes:
             return False
         try:
             if os.stat(path).st_size != key.size:

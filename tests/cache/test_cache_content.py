@@ -1080,6 +1080,11 @@ async def test_adopt_refuses_what_does_not_fit(tmp_path: Path) -> None:
         assert not store.adopt(key_for(b"y" * 10), tmp_path / "missing")
         assert path.read_bytes() == data
         assert not store.is_complete(key_for(data))
+    fits = pattern(3 * BS)
+    small = tmp_path / "small.data"
+    small.write_bytes(fits)
+    assert not store.adopt(key_for(fits), small)  # the store was closed
+    assert small.read_bytes() == fits
 
 
 def wait_for_no_deleted_files(directory: Path) -> None:
