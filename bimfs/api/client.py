@@ -1202,12 +1202,7 @@ class BimplusClient:
     ) -> Attachment:
         """Upload ``source`` as a new document of the project (into a document folder when
         ``folder_id`` is given) and return it as the server stored it."""
-        if folder_id is None:
-            template = "/{slug}/projects/{pid}/attachments"
-            params: dict[str, str] = {}
-        else:
-            template = "/{slug}/objects/{pid}/attachments"
-            params = {"DocumentFolderId": folder_id}
+        template, params = self._create_target(folder_id)
         size = await trio.to_thread.run_sync(os.path.getsize, source)
         started = time.time()
 
@@ -1228,6 +1223,29 @@ class BimplusClient:
             progress=progress,
             landed=landed,
         )
+
+    @staticmethod
+    def _create_target(folder_id: str | None) -> tuple[str, dict[str, str]]:
+        """Where a new document is posted (template, query): its project, or a folder."""
+        if folder_id is None:
+            return "/{slug}/projects/{pid}/attachments", {}
+        return "/{slug}/objects/{pid}/attachments", {"DocumentFolderId": folder_id}
+
+    async def _newest_version(self, slug: str, aid: str, known_version: int | None) -> int:
+        """``known_version``, or when None the newest version on the server now."""
+        if known_version is not None:
+            return known_version
+        versions = await self.list_versions(slug, aid)
+        return max((v.version for v in versions), default=0)
+
+    async def _version_since(
+        self, slug: str, aid: str, baseline: int, size: int
+    ) -> Attachment | None:
+        """The version an interrupted upload stored, if any: newer than ``baseline``, of the
+        same size."""
+        versions = await self.list_versions(slug, aid)
+        found = [v for v in versions if v.version > baseline and v.size == size]
+        return found[-1] if found else None
 
     async def _created_since(
         self,
@@ -1273,15 +1291,10 @@ class BimplusClient:
         upload be recognised in the version list. When None, the list is read first.
         """
         size = await trio.to_thread.run_sync(os.path.getsize, source)
-        if known_version is None:
-            versions = await self.list_versions(slug, aid)
-            known_version = max((v.version for v in versions), default=0)
-        baseline = known_version
+        baseline = await self._newest_version(slug, aid, known_version)
 
         async def landed() -> Attachment | None:
-            versions = await self.list_versions(slug, aid)
-            found = [v for v in versions if v.version > baseline and v.size == size]
-            return found[-1] if found else None
+            return await self._version_since(slug, aid, baseline, size)
 
         return await self._upload(
             "POST",
@@ -1322,27 +1335,18 @@ class BimplusClient:
         started = time.time()
         params: dict[str, str] = {}
         if aid is not None:
-            if known_version is None:
-                versions = await self.list_versions(slug, aid)
-                known_version = max((v.version for v in versions), default=0)
-            baseline = known_version
+            baseline = await self._newest_version(slug, aid, known_version)
             template, args = "/{slug}/attachments/{aid}/versions", {"slug": slug, "aid": aid}
 
             async def landed() -> Attachment | None:
                 if source.final is None:
                     return None
-                versions = await self.list_versions(slug, aid)
-                found = [v for v in versions if v.version > baseline and v.size == source.final]
-                return found[-1] if found else None
+                return await self._version_since(slug, aid, baseline, source.final)
 
         else:
             assert pid is not None
             args = {"slug": slug, "pid": pid}
-            if folder_id is None:
-                template = "/{slug}/projects/{pid}/attachments"
-            else:
-                template = "/{slug}/objects/{pid}/attachments"
-                params = {"DocumentFolderId": folder_id}
+            template, params = self._create_target(folder_id)
 
             async def landed() -> Attachment | None:
                 if source.final is None:
