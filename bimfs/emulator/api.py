@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import ClientDisconnect
@@ -95,6 +96,18 @@ class BimplusApi:
         return int(raw)
 
     # -- uploads ---------------------------------------------------------------------------
+
+    def _keep_upload(
+        self, writer: BlobWriter, record: Callable[[str], AttachmentRec]
+    ) -> AttachmentRec:
+        """Commit a received blob and ``record(blob_name)`` it; the blob file is removed again
+        when recording fails, so no unreferenced blob is left behind."""
+        blob = writer.commit()
+        try:
+            return record(blob)
+        except BaseException:
+            self.store.blob_path(blob).unlink(missing_ok=True)
+            raise
 
     async def _receive_upload(
         self, ctx: Ctx, team: TeamRec, freed: int = 0
@@ -225,9 +238,9 @@ class BimplusApi:
             if folder.project_id != project.id:
                 raise HttpError(404, "no such document folder in this project")
         headers, writer = await self._receive_upload(ctx, team)
-        blob = writer.commit()
-        try:
-            att = self.store.create_attachment(
+        att = self._keep_upload(
+            writer,
+            lambda blob: self.store.create_attachment(
                 project.id,
                 file_name=headers.filename,
                 name=headers.name,
@@ -238,10 +251,8 @@ class BimplusApi:
                 folder_id=folder_id,
                 classification=headers.classification or "",
                 tag=headers.tag or "",
-            )
-        except BaseException:
-            self.store.blob_path(blob).unlink(missing_ok=True)
-            raise
+            ),
+        )
         project = self.store.project_by_id(project.id)
         return await self._answer_upload(ctx, self._att_json(att, project), 201)
 
@@ -270,10 +281,11 @@ class BimplusApi:
         content_type = ctx.request.headers.get("content-type", "")
         if content_type.lower().startswith("multipart/"):
             headers, writer = await self._receive_upload(ctx, team, freed=att.version.size)
-            blob = writer.commit()
-            try:
-                att = self.store.replace_latest(
-                    att.id,
+            aid = att.id
+            att = self._keep_upload(
+                writer,
+                lambda blob: self.store.replace_latest(
+                    aid,
                     blob=blob,
                     size=writer.size,
                     type=headers.content_type,
@@ -282,10 +294,8 @@ class BimplusApi:
                     name=headers.name,
                     classification=headers.classification,
                     tag=headers.tag,
-                )
-            except BaseException:
-                self.store.blob_path(blob).unlink(missing_ok=True)
-                raise
+                ),
+            )
             return await self._answer_upload(ctx, self._att_json(att, project), 200)
         body = await read_json(ctx.request)
         if not isinstance(body, dict):
@@ -389,10 +399,11 @@ class BimplusApi:
         self._need_write(project)
         self._need(att, "update")
         headers, writer = await self._receive_upload(ctx, team)
-        blob = writer.commit()
-        try:
-            att = self.store.add_version(
-                att.id,
+        aid = att.id
+        att = self._keep_upload(
+            writer,
+            lambda blob: self.store.add_version(
+                aid,
                 blob=blob,
                 size=writer.size,
                 type=headers.content_type,
@@ -401,10 +412,8 @@ class BimplusApi:
                 name=headers.name,
                 classification=headers.classification,
                 tag=headers.tag,
-            )
-        except BaseException:
-            self.store.blob_path(blob).unlink(missing_ok=True)
-            raise
+            ),
+        )
         return await self._answer_upload(ctx, self._att_json(att, project), 201)
 
     async def version_download(self, ctx: Ctx) -> Response | BlobResponse:
