@@ -26,8 +26,11 @@ from bimfs.config import (
     default_cache_dir,
     parse_size,
 )
+from bimfs.emulator.ready import EmulatorStartError, wait_ready
 
 STATUS_XATTR = "user.bimfs.status"
+# How long `bimfs demo` waits for the emulator it started (seeding the demo data included).
+DEMO_START_TIMEOUT = 120.0
 SYNC_XATTR = "user.bimfs.sync"
 log = logging.getLogger("bimfs")
 
@@ -392,14 +395,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "86400",
         ],
         stdout=subprocess.PIPE,
-        text=True,
     )
     try:
-        assert emulator.stdout is not None
-        line = emulator.stdout.readline().strip()
-        if "listening on" not in line:
-            raise CliError("the emulator did not start")
-        api_url = line.rsplit(" ", 1)[-1]
+        try:
+            api_url = wait_ready(emulator, DEMO_START_TIMEOUT)
+        except EmulatorStartError as exc:
+            raise CliError(f"the emulator did not start: {exc}") from None
         print(f"emulator: {api_url}  (user demo@bimfs.test, password demo)")
         _demo_token(api_url, token_file, secrets.token_hex(16))
         mount_cmd = [

@@ -28,7 +28,6 @@ import os
 import platform
 import re
 import secrets
-import select
 import shutil
 import signal
 import subprocess
@@ -47,10 +46,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bimfs.config import parse_size  # noqa: E402
+from bimfs.emulator.ready import EmulatorStartError, wait_ready  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30
-READY_PREFIX = "bimfs-emulator listening on "
 # Seeding `large` writes 5000 documents; a plain start takes a fraction of a second.
 EMULATOR_START_TIMEOUT = 180.0
 MOUNT_START_TIMEOUT = 60.0
@@ -262,33 +261,16 @@ class Emulator:
         )
         log.close()
         try:
-            self.url = self._ready_line()[len(READY_PREFIX) :].strip()
+            self.url = wait_ready(self.process, EMULATOR_START_TIMEOUT)
+        except EmulatorStartError as exc:
+            self.stop()
+            raise BenchError(f"{exc}:\n{self.log()}") from None
         except BaseException:
             self.stop()
             raise
         self.base = self.url.removesuffix("/v2")
         # Plain urllib without proxies: admin calls only, nothing timed goes through here.
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    def _ready_line(self) -> str:
-        assert self.process.stdout is not None
-        fd = self.process.stdout.fileno()
-        deadline = time.monotonic() + EMULATOR_START_TIMEOUT
-        buf = b""
-        while b"\n" not in buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise BenchError("the emulator did not report ready in time")
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    raise BenchError(f"the emulator exited before it was ready:\n{self.log()}")
-                buf += chunk
-        line = buf.split(b"\n", 1)[0].decode()
-        if not line.startswith(READY_PREFIX):
-            raise BenchError(f"unexpected first line from the emulator: {line!r}")
-        return line
 
     def log(self) -> str:
         """The tail of the emulator's stderr."""

@@ -29,12 +29,11 @@ from bimfs.emulator.api import BimplusApi
 from bimfs.emulator.app import EmulatorApp, RouteSpec, Settings, State, route
 from bimfs.emulator.auth import AuthService
 from bimfs.emulator.faults import Faults, FaultSettings
+from bimfs.emulator.ready import READY_PREFIX
 from bimfs.emulator.seed import seed
 from bimfs.emulator.storage import DEMO_USER_ID, Store
 
 log = logging.getLogger("bimfs.emulator")
-
-READY_LINE = "bimfs-emulator listening on {url}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,7 +174,7 @@ async def _serve(app: EmulatorApp, sock: socket.socket, url: str) -> None:
     )
 
     def ready() -> None:
-        sys.stdout.write(READY_LINE.format(url=url) + "\n")
+        sys.stdout.write(READY_PREFIX + url + "\n")
         sys.stdout.flush()
 
     server = _Server(config, ready)

@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-READY_PREFIX = "bimfs-emulator listening on "
+from bimfs.emulator.ready import EmulatorStartError, wait_ready
+
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 
@@ -83,35 +82,16 @@ class Emulator:
             self._command(port), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env
         )
         try:
-            line = self._read_ready_line()
+            self.url = wait_ready(self.process, START_TIMEOUT)
+        except EmulatorStartError as exc:
+            self._kill()
+            code = self.process.wait(timeout=STOP_TIMEOUT)
+            raise RuntimeError(f"{exc} (exit status {code})") from None
         except BaseException:
             self._kill()
             raise
-        self.url = line[len(READY_PREFIX) :].strip()
         self.base = self.url.removesuffix("/v2")
         self.port = int(self.base.rsplit(":", 1)[1])
-
-    def _read_ready_line(self) -> str:
-        assert self.process.stdout is not None
-        fd = self.process.stdout.fileno()
-        deadline = time.monotonic() + START_TIMEOUT
-        buf = b""
-        while b"\n" not in buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise RuntimeError("the emulator did not report ready in time")
-            ready, _, _ = select.select([fd], [], [], left)
-            if not ready:
-                continue
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                code = self.process.wait(timeout=STOP_TIMEOUT)
-                raise RuntimeError(f"the emulator exited with {code} before it was ready")
-            buf += chunk
-        line = buf.split(b"\n", 1)[0].decode()
-        if not line.startswith(READY_PREFIX):
-            raise RuntimeError(f"unexpected first line from the emulator: {line!r}")
-        return line
 
     def _kill(self) -> None:
         if self.process.poll() is None:
