@@ -1,12 +1,14 @@
-"""File helpers shared by the content store and the journal."""
+"""File helpers shared by the content store, the journal and the staging files."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -45,3 +47,31 @@ def _unlink_quietly(path: Path) -> None:
         pass
     except OSError as exc:
         log.warning("could not delete %s: %s", path, exc)
+
+
+#: How much a sequential writer writes between two calls of ``start_writeback``.
+WRITEBACK_STEP = 32 << 20
+
+_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>
+
+
+def _load_sync_file_range() -> Any:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_sync_file_range = _load_sync_file_range()
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Have the kernel start writing ``length`` bytes at ``offset`` of a staging file to disk
+    now, without waiting for it: the ``fsync`` that ``commit`` does at ``close()`` then has
+    only the tail left to write. A hint only (no-op where ``sync_file_range`` is missing, and
+    its errors are ignored): durability still comes from that ``fsync``."""
+    if _sync_file_range is not None:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)

@@ -34,7 +34,8 @@ from bimfs.api.client import BimplusClient
 from bimfs.api.errors import ApiError, ConflictError, NotFoundError
 from bimfs.api.models import Attachment, FolderNode, Project, Team
 from bimfs.cache.content import CachedFile, ContentKey, ContentStore
-from bimfs.cache.journal import WRITEBACK_STEP, Journal, JournalEntry, start_writeback
+from bimfs.cache.files import WRITEBACK_STEP, start_writeback
+from bimfs.cache.journal import Journal, JournalEntry
 from bimfs.cache.metadata import TtlCache
 from bimfs.cache.uploader import Uploader
 from bimfs.config import Config
