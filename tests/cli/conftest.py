@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.helpers import Daemon, base_env
-from tests.mount.conftest import Mount
+from tests.mount.conftest import Mount, finish_mounts
 from tests.support.emulator import Emulator
 
 
@@ -50,12 +50,4 @@ def foreground_factory(tmp_path: Path) -> Iterator[Callable[..., Mount]]:
         return m
 
     yield factory
-    failures = []
-    for m in mounts:
-        try:
-            m.unmount()
-            m.check_log()
-        except AssertionError as exc:
-            failures.append(str(exc))
-    if failures:
-        pytest.fail("\n".join(failures))
+    finish_mounts(mounts)

@@ -149,6 +149,12 @@ def mount_factory(tmp_path: Path) -> Iterator[Callable[..., Mount]]:
         return m
 
     yield factory
+    finish_mounts(mounts)
+
+
+def finish_mounts(mounts: list[Mount]) -> None:
+    """Teardown of a fixture's mounts: unmount each and check its log, then fail the test
+    once, naming every problem found."""
     failures = []
     for m in mounts:
         try:
