@@ -717,7 +717,7 @@ class Filesystem:
         server = node.server
         if server is None:
             return None
-        return ContentKey(server.id, server.version, server.hash, server.size)
+        return _cache_key(server)
 
     def _fetcher(self, node: FileNode) -> Callable[[int, int], Any]:
         server = node.server
@@ -883,7 +883,8 @@ class Filesystem:
         # On the trio thread: a worker-thread hop per write measured slower for `cp` (more CPU,
         # no overlap gained), see docs/performance.md.
         written = os.pwrite(local.fd, data, offset)
-        local.size = max(local.size, offset + written)
+        end = offset + written
+        local.size = max(local.size, end)
         local.dirty = True
         if handle.direct:
             # The kernel's pages of this file no longer show every byte written. Pages another
@@ -893,7 +894,6 @@ class Filesystem:
             if node.open_count > 1:
                 self.invalidate_inode(node.ino)
         node.generation += 1
-        end = offset + written
         if end - local.writeback_start >= WRITEBACK_STEP:
             # Written far enough: let the disk start on it now rather than all at close().
             start_writeback(local.fd, local.writeback_start, end - local.writeback_start)
@@ -1567,7 +1567,7 @@ class Filesystem:
             new_key = entry.key
         node = self.key_nodes.get(entry.key)
         self.meta.invalidate(("versions", slug, att.id))
-        key = ContentKey(att.id, att.version, att.hash, att.size)
+        key = _cache_key(att)
         take = functools.partial(self.content.adopt, key) if att.size == entry.size else None
         if node is None:
             self.meta.invalidate(("listing", slug, meta.get("pid", "")))
@@ -1743,6 +1743,12 @@ class Filesystem:
             ],
             "cache": self.content.usage(),
         }
+
+
+def _cache_key(att: Attachment) -> ContentKey:
+    """The content cache's key for a document version: what reads look up and what a sent
+    save is stored under must be derived the same way."""
+    return ContentKey(att.id, att.version, att.hash, att.size)
 
 
 def first_error(group: BaseExceptionGroup) -> BaseException:
