@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--local-only", action="append", default=[], metavar="PATTERN")
     mount.add_argument("--read-only", action="store_true")
     mount.add_argument(
+        "--show-versions",
+        action="store_true",
+        help="list versions/ in directory listings (it is always reachable by name)",
+    )
+    mount.add_argument(
         "--no-stream-uploads",
         dest="stream_uploads",
         action="store_false",
@@ -148,6 +153,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         gid=args.gid if args.gid is not None else os.getgid(),
         drain_timeout=args.drain_timeout,
         stream_uploads=args.stream_uploads,
+        show_versions=args.show_versions,
     )
 
 

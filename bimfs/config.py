@@ -106,6 +106,7 @@ class Config:
     read_timeout: float = 120.0
     drain_timeout: float = 30.0
     stream_uploads: bool = True
+    show_versions: bool = False
 
     def __post_init__(self) -> None:
         if self.dir_ttl < 0:

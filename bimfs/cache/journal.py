@@ -152,7 +152,18 @@ class Journal:
                 updated=now,
                 seq=self._seq,
             )
-            self._write_record(entry)  # fsyncs the directory: covers the rename above too
+            try:
+                self._write_record(entry)  # fsyncs the directory: covers the rename above too
+            except BaseException:
+                # Not saved: give the content back to its staging file, whole, for the caller
+                # to commit again (a .data without a record would be deleted at the next load).
+                record = self._record_path(entry_id)
+                for leftover in (record, record.with_name(record.name + ".tmp")):
+                    with contextlib.suppress(OSError):
+                        os.unlink(leftover)
+                with contextlib.suppress(OSError):
+                    os.rename(data_path, staging)
+                raise
             self._entries[entry_id] = entry
             for old in list(self._entries.values()):
                 if old.key == key and old.state == PENDING and old.seq < entry.seq:

@@ -2,7 +2,9 @@
 
 Scheduling (all times on the trio clock)
     An entry becomes due ``delay`` seconds after the uploader first saw it (``notify`` after a
-    commit) and after the last ``touch`` of its key, whichever is later; a failed attempt
+    commit) and after the last ``touch`` of its key, whichever is later, and never while
+    ``busy(key)`` says its file is still open for writing (even ``drain`` waits for that); a
+    failed attempt
     pushes it back by an exponential backoff with jitter (at least the server's
     ``retry_after``, when the error carries one). Entries already in the journal when ``run``
     starts are due at once: they waited long enough in the previous process. ``drain`` ignores
@@ -85,6 +87,7 @@ class Uploader:
         describe: Callable[[BaseException], str] = str,
         max_backoff: float = 60.0,
         base_backoff: float = 1.0,
+        busy: Callable[[str], bool] = lambda key: False,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
@@ -95,6 +98,7 @@ class Uploader:
         self.describe = describe
         self.max_backoff = max_backoff
         self.base_backoff = base_backoff
+        self.busy = busy
         self._seen: dict[str, float] = {}  # entry id -> when this uploader first saw it
         self._touched: dict[str, float] = {}  # key -> last activity
         self._retry_at: dict[str, float] = {}  # entry id -> earliest next attempt
@@ -225,7 +229,8 @@ class Uploader:
             if entry.state == FAILED or entry.key in heads:
                 continue
             heads.add(entry.key)  # only the oldest unfinished entry of a key may go
-            if entry.state != PENDING or entry.id in self._active:
+            if entry.state != PENDING or entry.id in self._active or self.busy(entry.key):
+                # A key still open for writing waits: its last close touches it and wakes us.
                 continue
             due = self._due(entry, now)
             if due > now:

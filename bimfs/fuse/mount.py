@@ -182,6 +182,7 @@ async def _serve(config: Config, ready: Callable[[], None]) -> None:
                         "uploads still pending at exit stay in %s and resume on the next mount",
                         config.cache_dir,
                     )
+                fs.keep_unsaved()
                 nursery.cancel_scope.cancel()
         finally:
             # After `fusermount3 -u` the kernel has already let go; after a signal we unmount.

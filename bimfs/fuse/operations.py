@@ -78,7 +78,7 @@ def entry(attr: Attr) -> pyfuse3.EntryAttributes:
     out.st_blksize = 1 << 20
     out.st_blocks = attr.blocks
     mtime_ns = int(attr.mtime * 1e9)
-    out.st_atime_ns = mtime_ns
+    out.st_atime_ns = mtime_ns if attr.atime is None else int(attr.atime * 1e9)
     out.st_mtime_ns = mtime_ns
     out.st_ctime_ns = int(attr.ctime * 1e9)
     return out
@@ -163,7 +163,8 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         size = attr.st_size if fields.update_size else None
         mtime = attr.st_mtime_ns / 1e9 if fields.update_mtime else None
-        return entry(await self.fs.setattr(inode, size, fh, mtime))
+        atime = attr.st_atime_ns / 1e9 if fields.update_atime else None
+        return entry(await self.fs.setattr(inode, size, fh, mtime, atime))
 
     @handler
     async def opendir(self, inode: int, ctx: Any) -> int:

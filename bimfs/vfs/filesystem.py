@@ -12,6 +12,7 @@ across them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import functools
 import json
@@ -41,6 +42,7 @@ from bimfs.cache.uploader import Uploader
 from bimfs.config import Config
 from bimfs.vfs.eager import EAGER_MIN_SIZE, EagerUpload
 from bimfs.vfs.names import (
+    NAME_MAX,
     VERSIONS_DIR,
     LocalOnlyMatcher,
     NameRequest,
@@ -68,6 +70,7 @@ STATE_XATTR = "user.bimfs.state"
 STATUS_XATTR = "user.bimfs.status"  # on the mount root: JSON for `bimfs status` / `unmount`
 SYNC_XATTR = "user.bimfs.sync"  # on the mount root: writing it sends pending uploads now
 _OUR_XATTRS = (XATTR_PREFIX, "user.bimfs.")
+_WRITABLE_XATTRS = ("tag", "classification", "release")  # under user.bimplus.
 UNKNOWN_QUOTA = 1 << 50  # 1 PiB: "a large plausible size"
 BLOCK = 4096
 
@@ -121,7 +124,11 @@ class Filesystem:
             maxsize=100_000, ttl=config.dir_ttl, negative_ttl=config.negative_ttl
         )
         self.uploader = Uploader(
-            journal, self._upload, delay=config.write_back_delay, describe=_describe
+            journal,
+            self._upload,
+            delay=config.write_back_delay,
+            describe=_describe,
+            busy=self._open_for_writing,
         )
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
@@ -132,7 +139,6 @@ class Filesystem:
         self._eager: set[EagerUpload] = set()
         self.teams: dict[str, Team] = {}
         self.projects: dict[tuple[str, str], Project] = {}
-        self.local_dir = config.cache_dir / "local"
         self.invalidate_inode: Callable[[int], None] = lambda ino: None
         self.invalidate_attributes: Callable[[int], None] = lambda ino: None
         self.invalidate_entry: Callable[[int, str], None] = lambda parent, name: None
@@ -140,6 +146,14 @@ class Filesystem:
         self._nursery: trio.Nursery | None = None
         self._prefetch_limit = trio.CapacityLimiter(8)
         self._prefetching: set[tuple[str, str, str]] = set()
+        # Our own changes made while a project's listing is being fetched (see _change_listing).
+        self._loading: dict[tuple[str, str], int] = {}
+        self._changes: dict[tuple[str, str], list[tuple[int, Callable[[ProjectListing], None]]]]
+        self._changes = {}
+        self._change_seq = 0
+        # Files whose content could not be handed to the journal at close (reason by node).
+        self._unsaved: dict[FileNode, str] = {}
+        self._retrying_commits = False
         self.started = time.time()
         now = time.time()
         if config.team:
@@ -154,9 +168,9 @@ class Filesystem:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Run the background services (content streams, uploader) until cancelled."""
-        if self.local_dir.exists():
-            shutil.rmtree(self.local_dir, ignore_errors=True)
-        self.local_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Local content of earlier versions of bimfs lived here; all of it now is in the
+        # journal's staging area (removed at load, like this).
+        shutil.rmtree(self.config.cache_dir / "local", ignore_errors=True)
         self._resume_journal()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -198,8 +212,28 @@ class Filesystem:
 
     async def drain(self, limit: float) -> bool:
         """Send every pending upload now (for at most ``limit`` seconds); True when none is
-        left pending."""
-        return await self.uploader.drain(limit)
+        left pending and nothing saved is missing from the journal."""
+        await self._commit_unsaved()
+        sent = await self.uploader.drain(limit)
+        return sent and not self._unsaved
+
+    def keep_unsaved(self) -> None:
+        """At exit: content that never made it into the journal (its close failed, and every
+        retry too) is not deleted with the staging area at the next start: each file is
+        renamed to ``<cache-dir>/journal/<name>.unsaved`` and named in an error line."""
+        for node, reason in list(self._unsaved.items()):
+            local = node.local
+            if local is None or local.committed or not local.path.exists():
+                continue
+            kept = local.path.with_suffix(".unsaved")
+            try:
+                os.rename(local.path, kept)
+            except OSError as exc:
+                log.error("%s was not saved (%s) and cannot be kept: %s", node.path(), reason, exc)
+            else:
+                log.error(
+                    "%s was not saved (%s); its content is kept in %s", node.path(), reason, kept
+                )
 
     # ------------------------------------------------------------------ helpers
 
@@ -300,7 +334,24 @@ class Filesystem:
                 fetched_at=time.time(),
             )
 
-        listing: ProjectListing = await self.meta.get(("listing", slug, pid), load)
+        async def load_and_replay() -> ProjectListing:
+            key = (slug, pid)
+            since = self._change_seq
+            self._loading[key] = self._loading.get(key, 0) + 1
+            try:
+                fetched = await load()
+            finally:
+                self._loading[key] -= 1
+                changes = self._changes.get(key, [])
+                if not self._loading[key]:
+                    del self._loading[key]
+                    self._changes.pop(key, None)
+            for seq, change in changes:
+                if seq > since:
+                    change(fetched)
+            return fetched
+
+        listing: ProjectListing = await self.meta.get(("listing", slug, pid), load_and_replay)
         return listing
 
     async def _versions(self, slug: str, aid: str) -> list[Attachment]:
@@ -321,14 +372,68 @@ class Filesystem:
         node = self.doc_nodes.get(aid)
         return node is not None and node.doc is not None and node.doc.version == 1
 
-    def _invalidate_listing(self, d: DirNode | None) -> None:
-        if d is None or d.slug is None or d.pid is None:
-            return
-        self.meta.invalidate(("listing", d.slug, d.pid))
-        for key, node in self.dir_nodes.items():
-            if node.pid == d.pid and node.slug == d.slug:
-                node.listing_token = None
-                del key
+    # The mount's own changes are applied to the project's cached listing from the server's
+    # answers (the directories' entries were already changed by the operation itself), so a
+    # change costs no listing call: the listing is fetched again only when its TTL runs out.
+
+    def _known_listing(self, slug: str, pid: str) -> ProjectListing | None:
+        known: ProjectListing | None = self.meta.peek(("listing", slug, pid))
+        return known
+
+    def _change_listing(
+        self, slug: str, pid: str, change: Callable[[ProjectListing], None]
+    ) -> None:
+        """Apply one of our own changes to the project's known listing, and to the listings
+        being fetched right now (their answer may predate the change: a file deleted here must
+        not come back from it)."""
+        listing = self._known_listing(slug, pid)
+        if listing is not None:
+            change(listing)
+        if self._loading.get((slug, pid)):
+            self._change_seq += 1
+            self._changes.setdefault((slug, pid), []).append((self._change_seq, change))
+
+    def _listing_put_doc(
+        self, slug: str, pid: str, att: Attachment, folder_id: str | None = None
+    ) -> None:
+        """The server's answer for a document (new, new version, renamed, new metadata);
+        ``folder_id`` places a new document in its folder."""
+
+        def put(listing: ProjectListing) -> None:
+            listing.docs[att.id] = att
+            if folder_id:
+                listing.doc_folder[att.id] = folder_id
+
+        self._change_listing(slug, pid, put)
+
+    def _listing_drop_doc(self, slug: str, pid: str, aid: str) -> None:
+        def drop(listing: ProjectListing) -> None:
+            listing.docs.pop(aid, None)
+            listing.doc_folder.pop(aid, None)
+
+        self._change_listing(slug, pid, drop)
+        self.meta.discard(("versions", slug, aid))
+
+    def _listing_put_folder(self, slug: str, pid: str, folder: FolderNode) -> None:
+        def put(listing: ProjectListing) -> None:
+            listing.folders[folder.id] = folder
+
+        self._change_listing(slug, pid, put)
+
+    def _listing_drop_folder(self, slug: str, pid: str, folder_id: str) -> None:
+        def drop(listing: ProjectListing) -> None:
+            listing.folders.pop(folder_id, None)
+
+        self._change_listing(slug, pid, drop)
+
+    def _versions_put(self, slug: str, att: Attachment) -> None:
+        """A version just made joins the document's cached version list."""
+        known: list[Attachment] | None = self.meta.peek(("versions", slug, att.id))
+        if att.version == 1:
+            self.meta.put(("versions", slug, att.id), [att])
+        elif known is not None and self.meta.is_fresh(("versions", slug, att.id)):
+            kept = [v for v in known if v.version != att.version]
+            self.meta.put(("versions", slug, att.id), [*kept, att])
 
     async def children(self, d: DirNode) -> dict[str, Node]:
         """The directory's current entries (refreshing its listing when stale)."""
@@ -460,6 +565,13 @@ class Filesystem:
         self._replace_children(d, children)
         d.listing_token = listing
 
+    def _open_for_writing(self, key: str) -> bool:
+        """Whether the file of an upload target is open for writing now: its upload waits
+        for the last close (a program that closes a new file empty and reopens it to write
+        for minutes must not see the empty file on the server)."""
+        node = self.key_nodes.get(key)
+        return node is not None and node.writers > 0
+
     def _upload_done(self, node: FileNode) -> bool:
         return not self.journal.by_key(node.key) and (node.local is None or not node.local.dirty)
 
@@ -500,30 +612,28 @@ class Filesystem:
         assert parent is not None
         children: dict[str, Node] = {}
         for name, node in parent.children.items():
-            if not isinstance(node, FileNode) or node.doc is None or node.local_only:
-                continue
-            doc = node.doc
-            vdir = self._get_dir_node(
-                ("vdir", d.slug or "", doc.id), name, d, DirKind.VDIR,
-                slug=d.slug, pid=d.pid, doc_id=doc.id, entity_id=doc.id,
-            )  # fmt: skip
-            vdir.name, vdir.parent = name, d
-            vdir.writable = parent.writable and node.doc.rights.delete
-            vdir.mtime = doc.mtime
-            if vdir.listing_token is not None and vdir.children:
-                # A newer version on the server invalidates the version list too.
-                latest = max(
-                    (
-                        c.version.version
-                        for c in vdir.children.values()
-                        if isinstance(c, FileNode) and c.version is not None
-                    ),
-                    default=0,
-                )
-                if latest != doc.version:
-                    self.meta.invalidate(("versions", d.slug or "", doc.id))
-            children[name] = vdir
+            vdir = self._vdir_for(d, name, node)
+            if vdir is not None:
+                children[name] = vdir
         self._replace_children(d, children)
+
+    def _vdir_for(self, d: DirNode, name: str, node: Node | None) -> DirNode | None:
+        """``versions/<name>/`` of the document ``node`` shown as ``name`` beside ``d``."""
+        if not isinstance(node, FileNode) or node.doc is None or node.local_only:
+            return None
+        doc = node.doc
+        vdir = self._get_dir_node(
+            ("vdir", d.slug or "", doc.id), name, d, DirKind.VDIR,
+            slug=d.slug, pid=d.pid, doc_id=doc.id, entity_id=doc.id,
+        )  # fmt: skip
+        vdir.name, vdir.parent = name, d
+        vdir.writable = bool(d.parent and d.parent.writable) and doc.rights.delete
+        vdir.mtime = doc.mtime
+        known = vdir.listing_token
+        if isinstance(known, list) and known and max(v.version for v in known) != doc.version:
+            # A newer version on the server invalidates the version list too.
+            self.meta.invalidate(("versions", d.slug or "", doc.id))
+        return vdir
 
     def _build_vdir(self, d: DirNode, versions: list[Attachment]) -> None:
         children: dict[str, Node] = {}
@@ -566,19 +676,33 @@ class Filesystem:
         uid, gid = self.config.uid, self.config.gid
         if isinstance(node, DirNode):
             mode = DIR_MODE_RW if self._dir_mode_writable(node) else DIR_MODE_RO
-            return Attr(node.ino, mode, 0, node.mtime, node.mtime, nlink=2, uid=uid, gid=gid)
-        assert isinstance(node, FileNode)
-        if node.local is not None:
-            size, mtime = node.local.size, node.local.mtime
-        elif node.server is not None:
-            size, mtime = node.server.size, node.server.mtime
+            size, mtime, nlink = 0, node.mtime, self._dir_links(node)
         else:
-            size, mtime = 0, node.created
-        ctime = mtime
-        override = node.mtime_override
-        if override is not None and override[0] == node.generation:
-            mtime = override[1]
-        return Attr(node.ino, self._file_mode(node), size, mtime, ctime, uid=uid, gid=gid)
+            assert isinstance(node, FileNode)
+            if node.local is not None:
+                size, mtime = node.local.size, node.local.mtime
+            elif node.server is not None:
+                size, mtime = node.server.size, node.server.mtime
+            else:
+                size, mtime = 0, node.created
+            mode = self._file_mode(node)
+            nlink = 0 if node.removed else 1  # unlinked while open
+        ctime, atime = mtime, None
+        times = node.times_set
+        if times is not None and times[0] == node.generation:
+            atime = times[1]
+            mtime = mtime if times[2] is None else times[2]
+        return Attr(node.ino, mode, size, mtime, ctime, nlink, uid, gid, atime)
+
+    def _dir_links(self, d: DirNode) -> int:
+        """2 + the subdirectories it lists (``versions/`` only when listed); 1 ("not
+        counted", as tools read it) while its entries are not known yet."""
+        if d.listing_token is None and not d.children:
+            return 1
+        hidden = None if self.config.show_versions else DirKind.VERSIONS
+        return 2 + sum(
+            1 for c in d.children.values() if isinstance(c, DirNode) and c.kind is not hidden
+        )
 
     def _dir_mode_writable(self, d: DirNode) -> bool:
         if self.config.read_only:
@@ -603,8 +727,17 @@ class Filesystem:
         elif name == "..":
             node = d.parent or d
         else:
-            entries = await self.children(d)
-            found = entries.get(name)
+            _check_name(name)
+            if d.kind is DirKind.VERSIONS:
+                # One document's entry, without building the whole directory (O(1)).
+                assert d.parent is not None
+                found: Node | None = self._vdir_for(
+                    d, name, (await self.children(d.parent)).get(name)
+                )
+                if found is not None:
+                    d.children[name] = found
+            else:
+                found = (await self.children(d)).get(name)
             if found is None:
                 raise FsError(errno.ENOENT)
             node = found
@@ -628,7 +761,14 @@ class Filesystem:
         entries = await self.children(d)
         if d.kind is DirKind.VERSIONS:
             self._prefetch_versions(d)
-        return [(name, self.attr(node)) for name, node in sorted(entries.items())]
+        # versions/ is reachable by name but not listed (as ZFS's .zfs with snapdir=hidden),
+        # so tools that walk a tree (rsync --delete, rm -rf, tar, find, du) leave history alone.
+        shown = self.config.show_versions
+        return [
+            (name, self.attr(node))
+            for name, node in sorted(entries.items())
+            if shown or not (isinstance(node, DirNode) and node.kind is DirKind.VERSIONS)
+        ]
 
     def _prefetch_versions(self, d: DirNode) -> None:
         """Someone listing ``versions/`` usually descends into it (``ls -R``, ``find``): fetch
@@ -695,7 +835,7 @@ class Filesystem:
 
     # ------------------------------------------------------------------ open / read
 
-    def _check_open(self, node: FileNode, write: bool) -> None:
+    def _check_open(self, node: FileNode, write: bool, truncate: bool) -> None:
         if node.removed and node.open_count == 0 and node.parent is None:
             raise FsError(errno.ENOENT)
         if write:
@@ -703,7 +843,8 @@ class Filesystem:
                 raise FsError(errno.EROFS)
             if not self._file_writable(node):
                 raise FsError(errno.EACCES, f"{node.path()}: no update right")
-        else:
+        if not truncate:
+            # Reading, or changing in place (which starts from the current content).
             server = node.server
             if (
                 node.local is None
@@ -735,14 +876,17 @@ class Filesystem:
         node = self._file(ino)
         accmode = flags & os.O_ACCMODE
         write = accmode in (os.O_WRONLY, os.O_RDWR)
-        self._check_open(node, write)
+        self._check_open(node, write, truncate=write and bool(flags & os.O_TRUNC))
         if not write and flags & os.O_TRUNC:
             raise FsError(errno.EACCES)
         handle = Handle(self._new_fh(), node, write, direct=accmode == os.O_WRONLY)
         keep_cache = False
         if write:
-            await self._make_local(node, truncate=bool(flags & os.O_TRUNC))
-            node.local.writers += 1  # type: ignore[union-attr]
+            if flags & os.O_TRUNC:
+                await self._make_local(node, truncate=True)
+            # Otherwise the current content is copied only when the handle first changes it
+            # (many programs open read-write, or write-only to test access, and change nothing).
+            node.writers += 1
         elif node.local is None and not (node.local_only and node.doc is None):
             key = self._content_key(node)
             if key is not None and key.size > 0:
@@ -801,12 +945,29 @@ class Filesystem:
 
     # ------------------------------------------------------------------ local data
 
+    def _new_staging(self) -> tuple[Path, int]:
+        """A new empty staging file in the journal, open read-write: the one place local
+        content is created. Everything a file holds locally (a save being written, a temp
+        file, content taken back from the journal) lives in the journal's staging area, so
+        whatever path later hands it to the journal (a close, a rename over a document while
+        the file is still open) hands over a file the journal accepts, by a rename on the same
+        disk."""
+        path = self.journal.staging_path()
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+        return path, fd
+
     async def _make_local(self, node: FileNode, truncate: bool) -> LocalData:
         """Give the node an uncommitted local copy to write into (copy on write)."""
         local = node.local
         if local is not None and not local.committed:
+            if local.fd is None:  # content taken back from the journal (a rename to a temp name)
+                local.fd = os.open(local.path, os.O_RDWR | os.O_CLOEXEC)
             if truncate:
-                assert local.fd is not None
                 self._abandon_eager(local)
                 os.ftruncate(local.fd, 0)
                 local.append_only = True
@@ -815,8 +976,7 @@ class Filesystem:
                 local.mtime = time.time()
                 node.generation += 1
             return local
-        path = self.local_dir / uuid.uuid4().hex if node.local_only else self.journal.staging_path()
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        path, fd = self._new_staging()
         try:
             size = 0
             if not truncate:
@@ -826,7 +986,6 @@ class Filesystem:
             with contextlib.suppress(OSError):
                 os.unlink(path)
             raise
-        old_writers = local.writers if local is not None else 0
         if local is not None:
             self._abandon_eager(local)
         node.local = LocalData(
@@ -834,7 +993,6 @@ class Filesystem:
             size=size,
             mtime=time.time(),
             fd=fd,
-            writers=old_writers,
             dirty=truncate,
             append_only=truncate,
         )
@@ -947,6 +1105,7 @@ class Filesystem:
             "file_name": node.name,
             "content_type": self._content_type(node.name),
             "path": node.path(),
+            **node.pending_attrs,  # tag / classification set before the first upload
         }
 
     async def _commit(self, node: FileNode) -> None:
@@ -967,6 +1126,15 @@ class Filesystem:
             entry = await trio.to_thread.run_sync(
                 self.journal.commit, node.key, self._upload_meta(node), local.path
             )
+        except BaseException as exc:
+            # The bytes stay in their staging file and the node stays dirty: the error goes
+            # to close() (or fsync), the next close or the background retry commits again,
+            # and until then status counts the file as not saved (unmount refuses to finish).
+            self._unsaved[node] = _describe(exc)
+            self._schedule_commit_retry()
+            raise
+        else:
+            self._unsaved.pop(node, None)
             local.path = entry.data_path
             local.committed = True
             local.journal_id = entry.id
@@ -978,6 +1146,38 @@ class Filesystem:
             node.committing = None
             done.set()
         self.uploader.notify()
+
+    def _schedule_commit_retry(self) -> None:
+        if self._nursery is not None and not self._retrying_commits:
+            self._retrying_commits = True
+            self._nursery.start_soon(self._retry_commits)
+
+    async def _retry_commits(self) -> None:
+        """Commit again, with backoff, what a close could not hand to the journal (a full or
+        failing cache disk), until every such file is in the journal or gone."""
+        delay = 1.0
+        try:
+            while self._unsaved:
+                await trio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+                await self._commit_unsaved()
+        finally:
+            self._retrying_commits = False
+
+    async def _commit_unsaved(self) -> None:
+        for node in list(self._unsaved):
+            local = node.local
+            if node.removed or local is None or not local.dirty or node.local_only:
+                self._unsaved.pop(node, None)
+                continue
+            if node.writers:
+                continue  # its own close commits it
+            try:
+                await self._commit(node)
+            except Exception as exc:
+                log.warning("%s is still not saved locally: %s", node.path(), _describe(exc))
+            else:
+                log.info("%s is saved locally now", node.path())
 
     async def flush(self, fh: int) -> None:
         handle = self._handle(fh)
@@ -997,13 +1197,20 @@ class Filesystem:
             self.content.close(handle.cached)
         if handle.local_fd is not None:
             os.close(handle.local_fd)
-        if handle.writable and node.local is not None:
-            node.local.writers = max(0, node.local.writers - 1)
-            await self._commit(node)
-        if node.removed and node.open_count == 0:
-            self._discard_local(node)
-            if node.lookups == 0:
-                self.inodes.drop(node.ino)
+        if handle.writable:
+            node.writers -= 1
+        try:
+            if handle.writable and node.local is not None:
+                if not node.writers:
+                    # The write-back delay counts from the last close that left no writer.
+                    self.uploader.touch(node.key)
+                    self.uploader.notify()
+                await self._commit(node)
+        finally:
+            if node.removed and node.open_count == 0:
+                self._discard_local(node)
+                if node.lookups == 0:
+                    self.inodes.drop(node.ino)
 
     def _discard_local(self, node: FileNode) -> None:
         local = node.local
@@ -1029,17 +1236,25 @@ class Filesystem:
                 raise FsError(errno.EEXIST)
             if isinstance(existing, DirNode):
                 raise FsError(errno.EISDIR)
-            fh, _ = await self.open(existing.ino, flags | os.O_TRUNC)
+            fh, _ = await self.open(existing.ino, flags & ~os.O_CREAT)
             existing.lookups += 1
             return fh, self.attr(existing)
         node = self._add_new_file(d, name)
+        try:
+            # The new, empty file exists whatever the access mode asked for (`flock f cmd`
+            # creates its lock file read-only): it becomes a document like any new file.
+            await self._make_local(node, truncate=True)
+            fh, _ = await self.open(node.ino, flags & ~(os.O_CREAT | os.O_TRUNC))
+            if not self._handle(fh).writable:
+                await self._commit(node)  # no close of a writer will do it
+        except BaseException:
+            self._remove_entry(d, name, node)
+            raise
         node.lookups += 1
-        fh, _ = await self.open(node.ino, (flags & ~os.O_CREAT) | os.O_TRUNC)
         return fh, self.attr(node)
 
     def _add_new_file(self, d: DirNode, name: str) -> FileNode:
-        if len(name.encode()) > 255:
-            raise FsError(errno.ENAMETOOLONG)
+        _check_name(name)
         if name == VERSIONS_DIR and d.holds_documents:
             raise FsError(errno.EEXIST)
         local_only = self.local_only(name)
@@ -1069,18 +1284,30 @@ class Filesystem:
     # ------------------------------------------------------------------ setattr
 
     async def setattr(
-        self, ino: int, size: int | None, fh: int | None, mtime: float | None = None
+        self,
+        ino: int,
+        size: int | None,
+        fh: int | None,
+        mtime: float | None = None,
+        atime: float | None = None,
     ) -> Attr:
         node = self._node(ino)
         if size is not None:
             if not isinstance(node, FileNode):
                 raise FsError(errno.EISDIR)
             await self.truncate(node, size, fh)
-        # chmod, chown and utimes are accepted and do nothing on the server. A modification
-        # time set here is shown until the content changes, so `rsync -a` and `cp -p` see
-        # their own times and a second rsync skips unchanged files.
-        if mtime is not None and isinstance(node, FileNode):
-            node.mtime_override = (node.generation, mtime)
+        # chmod, chown and utimes are accepted and do nothing on the server. Times set here
+        # are shown until the content changes, so `rsync -a` and `cp -p` see their own times
+        # and a second rsync skips unchanged files.
+        if mtime is not None or atime is not None:
+            old = node.times_set
+            if old is None or old[0] != node.generation:
+                old = (node.generation, None, None)
+            node.times_set = (
+                node.generation,
+                old[1] if atime is None else atime,
+                old[2] if mtime is None else mtime,
+            )
         return self.attr(node)
 
     # ------------------------------------------------------------------ unlink / rmdir / mkdir
@@ -1107,7 +1334,7 @@ class Filesystem:
                 raise FsError(errno.EACCES, f"{node.path()}: no delete right")
             await self.client.delete_attachment(d.slug or "", node.doc.id)
             self._drop_pending(node)
-            self._invalidate_listing(d)
+            self._listing_drop_doc(d.slug or "", d.pid or "", node.doc.id)
         self._remove_entry(d, name, node)
 
     def _remove_entry(self, d: DirNode, name: str, node: Node) -> None:
@@ -1142,7 +1369,7 @@ class Filesystem:
                 del home.detached[old_name]
                 if self._writable_dir(home) and node.doc.rights.delete:
                     await self.client.delete_attachment(home.slug or "", node.doc.id)
-                    self._invalidate_listing(home)
+                    self._listing_drop_doc(home.slug or "", home.pid or "", node.doc.id)
                 home.hidden.discard(node.doc.id)
 
     async def _delete_version(self, d: DirNode, node: FileNode) -> None:
@@ -1159,10 +1386,19 @@ class Filesystem:
             await self.client.delete_version(d.slug or "", version.id, version.version)
         except ConflictError as exc:
             raise FsError(errno.EPERM, str(exc)) from exc
-        self.meta.invalidate(("versions", d.slug or "", version.id))
-        self._invalidate_listing(d.parent.parent)
+        slug = d.slug or ""
+        left = [v for v in versions if v.version != version.version]
+        self.meta.put(("versions", slug, version.id), left)
+        newest = max(left, key=lambda v: v.version)
+        doc_node = self.doc_nodes.get(version.id)
+        if doc_node is not None and doc_node.doc is not None:
+            if doc_node.doc.version != newest.version:
+                # The newest version went: the one before it is the document's content now.
+                self._update_doc(doc_node, newest)
+            self._listing_put_doc(slug, d.pid or "", doc_node.doc)
 
     async def mkdir(self, parent_ino: int, name: str) -> Attr:
+        _check_name(name)
         d = self._dir(parent_ino)
         if self.config.read_only:
             raise FsError(errno.EROFS)
@@ -1173,17 +1409,22 @@ class Filesystem:
             raise FsError(errno.EEXIST)
         if name == VERSIONS_DIR or safe_name(name) != name:
             raise FsError(errno.EINVAL, f"{name!r} cannot be a document folder name")
-        folder = await self.client.create_folder(d.slug or "", d.pid or "", name, d.folder_id)
-        self._invalidate_listing(d)
-        entries = await self.children(d)
-        node = entries.get(name)
-        if node is None:
-            node = self._get_dir_node(
-                ("folder", d.slug or "", d.pid or "", folder.id), name, d, DirKind.FOLDER,
-                slug=d.slug, pid=d.pid, folder_id=folder.id, entity_id=folder.id,
-                writable=d.writable, mtime=time.time(),
-            )  # fmt: skip
-            d.children[name] = node
+        slug, pid = d.slug or "", d.pid or ""
+        folder = await self.client.create_folder(slug, pid, name, d.folder_id)
+        self._listing_put_folder(
+            slug, pid, dataclasses.replace(folder, name=name, parent=d.folder_id, children=())
+        )
+        listing = self._known_listing(slug, pid)
+        node = self._get_dir_node(
+            ("folder", slug, pid, folder.id), name, d, DirKind.FOLDER,
+            slug=d.slug, pid=d.pid, folder_id=folder.id, entity_id=folder.id,
+            writable=d.writable, mtime=time.time(),
+        )  # fmt: skip
+        # Known to be empty: its listing is the project's, already at hand.
+        node.children = {}
+        if listing is not None:
+            self._build_docs_dir(node, listing)
+        d.children[name] = node
         node.lookups += 1
         return self.attr(node)
 
@@ -1206,12 +1447,13 @@ class Filesystem:
             await self.client.delete_folder(d.slug or "", node.folder_id or "")
         except ConflictError as exc:
             raise FsError(errno.ENOTEMPTY) from exc
-        self._invalidate_listing(d)
+        self._listing_drop_folder(d.slug or "", d.pid or "", node.folder_id or "")
         self._remove_entry(d, name, node)
 
     # ------------------------------------------------------------------ rename
 
     async def rename(self, old_ino: int, old: str, new_ino: int, new: str, flags: int) -> None:
+        _check_name(new)
         d1, d2 = self._dir(old_ino), self._dir(new_ino)
         src_entries = await self.children(d1)
         src = src_entries.get(old)
@@ -1281,8 +1523,12 @@ class Filesystem:
         self._move_node(d1, src, d2, new, overlay=True)
 
     def _adopt_entry_locally(self, node: FileNode, entry: JournalEntry) -> None:
-        target = self.local_dir / uuid.uuid4().hex
-        shutil.copyfile(entry.data_path, target)
+        target, fd = self._new_staging()
+        try:
+            with open(entry.data_path, "rb") as src:
+                _copy_fd(src.fileno(), fd)
+        finally:
+            os.close(fd)
         if node.local is not None and node.local.journal_id == entry.id:
             node.local.path = target
             node.local.committed = False
@@ -1329,7 +1575,7 @@ class Filesystem:
         src.doc = updated
         self._move_node(d1, src, d2, new, overlay=False)
         self._rekey_entries(src)
-        self._invalidate_listing(d1)
+        self._listing_put_doc(d1.slug or "", d1.pid or "", updated)
 
     def _claim_detached(self, node: FileNode, d: DirNode, aid: str) -> bool:
         """``node`` becomes the document that a backup rename moved away from this name.
@@ -1389,18 +1635,8 @@ class Filesystem:
             return
         local.dirty = True
         if local.fd is None:
-            local.fd = os.open(local.path, os.O_RDWR)
-        if not str(local.path).startswith(str(self.journal_dir)):
-            staging = self.journal.staging_path()
-            os.close(local.fd)
-            shutil.move(local.path, staging)
-            local.path = Path(staging)
-            local.fd = os.open(local.path, os.O_RDWR)
+            local.fd = os.open(local.path, os.O_RDWR | os.O_CLOEXEC)
         await self._commit(node)
-
-    @property
-    def journal_dir(self) -> Path:
-        return self.journal.dir
 
     async def _rename_over(
         self, d1: DirNode, src: FileNode, d2: DirNode, new: str, dst: FileNode
@@ -1417,8 +1653,7 @@ class Filesystem:
             # target's new version, then delete the source document.
             if not self._writable_dir(d1) or not src.doc.rights.delete:
                 raise FsError(errno.EACCES)
-            staging = self.journal.staging_path()
-            fd = os.open(staging, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            staging, fd = self._new_staging()
             try:
                 size = await self._copy_current(src, fd)
             except BaseException:
@@ -1429,8 +1664,8 @@ class Filesystem:
             dst.local = LocalData(Path(staging), size, time.time(), fd=fd, dirty=True)
             await self._commit(dst)
             await self.client.delete_attachment(d1.slug or "", src.doc.id)
+            self._listing_drop_doc(d1.slug or "", d1.pid or "", src.doc.id)
             self._remove_entry(d1, src.name, src)
-            self._invalidate_listing(d1)
             return
         # Local bytes (a new file, a temp file, or a document with unsent changes) become the
         # target's next version: the source node takes over the target's identity.
@@ -1441,7 +1676,7 @@ class Filesystem:
             if not self._writable_dir(d1) or not src.doc.rights.delete:
                 raise FsError(errno.EACCES)
             await self.client.delete_attachment(d1.slug or "", src.doc.id)
-            self._invalidate_listing(d1)
+            self._listing_drop_doc(d1.slug or "", d1.pid or "", src.doc.id)
         if src.local is None:
             await self._make_local(src, truncate=False)
         src.local_only = False
@@ -1541,6 +1776,8 @@ class Filesystem:
                 entry.data_path,
                 file_name=meta["file_name"],
                 content_type=meta.get("content_type") or "application/octet-stream",
+                classification=meta.get("classification"),
+                tag=meta.get("tag"),
                 folder_id=meta.get("folder_id"),
                 progress=progress,
             )
@@ -1566,17 +1803,22 @@ class Filesystem:
         else:
             new_key = entry.key
         node = self.key_nodes.get(entry.key)
-        self.meta.invalidate(("versions", slug, att.id))
+        pid = meta.get("pid") or ""
+        self._versions_put(slug, att)
+        self._listing_put_doc(
+            slug, pid, att, meta.get("folder_id") if meta.get("op") == "create" else None
+        )
         key = _cache_key(att)
         take = functools.partial(self.content.adopt, key) if att.size == entry.size else None
         if node is None:
-            self.meta.invalidate(("listing", slug, meta.get("pid", "")))
             return take
         if node.deleted:
             with contextlib.suppress(NotFoundError):
                 await self.client.delete_attachment(slug, att.id)
+            self._listing_drop_doc(slug, pid, att.id)
             return None
         node.doc = att
+        node.pending_attrs.clear()
         if new_key != node.key:
             self.key_nodes.pop(node.key, None)
             node.key = new_key
@@ -1596,13 +1838,14 @@ class Filesystem:
             else:
                 node.kernel_key = None
                 self.invalidate_inode(node.ino)
-        if parent is not None:
-            self._invalidate_listing(parent)
         return take
 
     # ------------------------------------------------------------------ xattrs
 
     def _state(self, node: FileNode) -> str:
+        unsaved = self._unsaved.get(node)
+        if unsaved is not None:
+            return f"failed: not saved locally: {unsaved}"
         entries = self.journal.by_key(node.key) if node.key else []
         failed = [e for e in entries if e.state == "failed"]
         if failed:
@@ -1631,6 +1874,7 @@ class Filesystem:
         out = {STATE_XATTR: self._state(node)}
         server = node.server
         if server is None:
+            out.update({XATTR_PREFIX + k: v for k, v in node.pending_attrs.items()})
             return out
         out.update(
             {
@@ -1680,30 +1924,40 @@ class Filesystem:
             if self._nursery is not None:
                 self._nursery.start_soon(self.uploader.drain, self.config.drain_timeout * 10)
             return
-        if not isinstance(node, FileNode) or node.doc is None or node.is_version_file:
-            raise FsError(errno.ENOTSUP if not name.startswith(XATTR_PREFIX) else errno.EACCES)
+        text = value.decode("utf-8", errors="replace").strip("\x00")
+        short = name.removeprefix(XATTR_PREFIX)
+        writable = name.startswith(XATTR_PREFIX) and short in _WRITABLE_XATTRS
+        if not writable or not isinstance(node, FileNode) or node.is_version_file:
+            if name.startswith(_OUR_XATTRS) and self._xattrs(node).get(name) == text:
+                return  # the value it has already: nothing to change
+            # Read-only names (and other namespaces) are not supported for writing: tools that
+            # copy extended attributes along (`mv` and `cp -a` between folders, `rsync -X`)
+            # skip such an attribute quietly, where a permission error would be printed.
+            raise FsError(errno.ENOTSUP, f"{name} cannot be set")
         if self.config.read_only:
             raise FsError(errno.EROFS)
         parent = node.parent
         assert parent is not None
-        text = value.decode("utf-8", errors="replace").strip("\x00")
+        if node.doc is None:
+            if node.local_only or short == "release":
+                raise FsError(errno.ENOTSUP, f"{name} cannot be set on {node.path()}")
+            # A new file not sent yet: the tag or classification goes with its upload.
+            node.pending_attrs[short] = text
+            self._rekey_entries(node)
+            return
         slug = parent.slug or ""
-        if name == XATTR_PREFIX + "tag":
+        if short == "tag":
             self._require(node.doc.rights.update and parent.writable)
             node.doc = await self.client.update_attachment(slug, node.doc.id, tag=text)
-        elif name == XATTR_PREFIX + "classification":
+        elif short == "classification":
             self._require(node.doc.rights.update and parent.writable)
             node.doc = await self.client.update_attachment(slug, node.doc.id, classification=text)
-        elif name == XATTR_PREFIX + "release":
+        else:
             if text.strip() not in ("1", "true"):
                 raise FsError(errno.EINVAL, "write 1 to release (share) the latest version")
             self._require(node.doc.rights.share)
             node.doc = await self.client.release(slug, node.doc.id)
-        elif name.startswith(XATTR_PREFIX) or name == STATE_XATTR:
-            raise FsError(errno.EACCES, f"{name} is read-only")
-        else:
-            raise FsError(errno.ENOTSUP)
-        self._invalidate_listing(parent)
+        self._listing_put_doc(slug, parent.pid or "", node.doc)
 
     @staticmethod
     def _require(ok: bool) -> None:
@@ -1727,7 +1981,12 @@ class Filesystem:
                 *(t for t in (e.status() for e in self._eager) if t is not None),
                 *self.uploader.transfers(),
             ],
-            "pending": sum(1 for e in entries if e.state in ("pending", "uploading")),
+            "pending": sum(1 for e in entries if e.state in ("pending", "uploading"))
+            + len(self._unsaved),
+            # Saved files whose content could not yet be put in the journal (retried).
+            "unsaved": [
+                {"path": node.path(), "reason": reason} for node, reason in self._unsaved.items()
+            ],
             "failed": [
                 {
                     "path": e.meta.get("path", ""),
@@ -1761,6 +2020,13 @@ def first_error(group: BaseExceptionGroup) -> BaseException:
         elif not isinstance(exc, trio.Cancelled):
             return exc
     return group
+
+
+def _check_name(name: str) -> None:
+    """A name given by a program: over 255 bytes fails as on a local disk (FUSE itself lets
+    names of up to 1024 bytes through)."""
+    if len(os.fsencode(name)) > NAME_MAX:
+        raise FsError(errno.ENAMETOOLONG)
 
 
 def _copy_fd(src: int, dst: int) -> int:

@@ -30,6 +30,10 @@ DEFAULT_LOCAL_ONLY = (
     ".~lock.*#",
     "~$*",
     ".goutputstream-*",
+    "lu*.tmp",  # LibreOffice writes a save here, then renames it over the document
+    "~WRL*.tmp",  # Microsoft Office (Word) temp files
+    "~WRD*.tmp",
+    "~RF*.TMP",
     ".DS_Store",
     "Thumbs.db",
 )

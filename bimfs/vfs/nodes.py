@@ -49,6 +49,7 @@ class Attr:
     nlink: int = 1
     uid: int = 0
     gid: int = 0
+    atime: float | None = None  # None: the same as mtime
 
     @property
     def blocks(self) -> int:
@@ -68,6 +69,11 @@ class Node:
         self.parent = parent
         self.lookups = 0
         self.removed = False
+        # Bumped whenever a file's content changes (a local write, a new version seen on the
+        # server); times set by utimes hold only for the generation they were set on.
+        self.generation = 0
+        # (generation, atime, mtime) set by utimes/touch; None where not set.
+        self.times_set: tuple[int, float | None, float | None] | None = None
 
     @property
     def is_dir(self) -> bool:
@@ -145,7 +151,6 @@ class LocalData:
     journal_id: str | None = None
     dirty: bool = False
     fd: int | None = None
-    writers: int = 0
     # Written only at its end since it was empty: a candidate for streaming while written.
     append_only: bool = False
     eager: Any = None  # bimfs.vfs.eager.EagerUpload streaming this data, if any
@@ -176,14 +181,13 @@ class FileNode(Node):
         self.local_only = local_only
         self.local: LocalData | None = None
         self.open_count = 0
+        self.writers = 0  # open handles that may write
         self.kernel_key: object | None = None
-        # Bumped whenever the content changes (a local write, a new version seen on the
-        # server); an mtime set by utimes holds only for the generation it was set on.
-        self.generation = 0
         self.committing: trio.Event | None = None
-        self.mtime_override: tuple[int, float] | None = None
         self.failed_reason: str = ""
         self.deleted = False
+        # user.bimplus.tag / classification set before the first upload (sent with it).
+        self.pending_attrs: dict[str, str] = {}
         self.created = 0.0
 
     @property

@@ -307,7 +307,7 @@ def test_local_only_patterns_keep_files_off_the_server(
     (project / "draft.bak").write_bytes(b"changed\n")
     os.rename(project / "scratch-1.dat", project / "scratch-2.dat")
     assert (project / "scratch-2.dat").read_bytes() == b"scratch\n"
-    assert sorted(os.listdir(project)) == ["draft.bak", "kept.txt", "scratch-2.dat", "versions"]
+    assert sorted(os.listdir(project)) == ["draft.bak", "kept.txt", "scratch-2.dat"]
 
     # They vanish at unmount and never reach the server.
     d.stop()
@@ -316,7 +316,7 @@ def test_local_only_patterns_keep_files_off_the_server(
         "--api-url", emulator.url, "--token-file", token_file,
         "--cache-dir", d.cache_dir, "--local-only", "*.bak", "--local-only", "scratch-*",
     )  # fmt: skip
-    assert sorted(os.listdir(project)) == ["kept.txt", "versions"]
+    assert sorted(os.listdir(project)) == ["kept.txt"]
 
 
 @pytest.mark.parametrize("name", ["draft.bak", ".draft.txt.swp"], ids=["option", "built-in"])

@@ -170,7 +170,7 @@ def test_mv_rename_and_mv_over(project: Project) -> None:
     assert sorted(project.docs()) == ["b.txt"]
     assert project.content("b.txt") == b"AAA"
     assert [int(v["version"]) for v in project.versions("b.txt")] == [1, 2]
-    assert sorted(os.listdir(project.dir)) == ["b.txt", "versions"]
+    assert sorted(os.listdir(project.dir)) == ["b.txt"]
 
 
 def test_rm_document_and_version_and_restore(project: Project) -> None:
@@ -216,7 +216,7 @@ def test_mkdir_and_file_in_folder(project: Project) -> None:
     )
     node = next(f for f in folders if f["name"] == "Drawings")
     assert [c["name"] for c in node["children"] if c["type"] == "Attachment"] == ["a.txt"]
-    assert sorted(os.listdir(project.dir)) == ["Drawings", "versions"]
+    assert sorted(os.listdir(project.dir)) == ["Drawings"]
     assert (folder / "a.txt").read_bytes() == b"in folder"
     os.remove(folder / "a.txt")
     os.rmdir(folder)

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import trio
 
 from bimfs.api.auth import StaticToken
 from bimfs.api.client import BimplusClient
@@ -22,60 +19,9 @@ from bimfs.cache.content import ContentStore
 from bimfs.cache.journal import Journal
 from bimfs.config import Config
 from bimfs.vfs.filesystem import Filesystem
-from bimfs.vfs.nodes import FsError, InodeTable
+from bimfs.vfs.nodes import FsError
 from tests.support.emulator import Emulator
-
-SLUG = "bimfs-demo"
-ROOT = InodeTable.ROOT
-
-
-class Harness:
-    def __init__(self, fs: Filesystem, emu: Emulator, project: dict[str, Any]) -> None:
-        self.fs = fs
-        self.emu = emu
-        self.project = project
-
-    async def ino(self, *names: str) -> int:
-        ino = ROOT
-        for name in names:
-            ino = (await self.fs.lookup(ino, name)).ino
-        return ino
-
-    async def project_ino(self) -> int:
-        return await self.ino(SLUG, self.project["name"])
-
-    async def write_file(self, name: str, data: bytes) -> None:
-        fh, _ = await self.fs.create(await self.project_ino(), name, os.O_WRONLY | os.O_CREAT)
-        await self.fs.write(fh, 0, data)
-        await self.fs.flush(fh)
-        await self.fs.release(fh)
-
-    def docs(self) -> dict[str, dict[str, Any]]:
-        return {d["fileName"]: d for d in self.emu.attachments(SLUG, self.project["id"])}
-
-
-@pytest.fixture
-async def harness(emulator: Emulator, tmp_path: Path) -> AsyncIterator[Harness]:
-    project = emulator.admin(
-        "POST", f"/teams/{SLUG}/projects", json={"name": "vfs", "hasWriteAccess": True}
-    )
-    config = Config(
-        mountpoint=tmp_path / "mnt",
-        api_url=emulator.url,
-        cache_dir=tmp_path / "cache",
-        write_back_delay=0,
-        dir_ttl=0,
-    )
-    config.cache_dir.mkdir()
-    async with BimplusClient(emulator.url, StaticToken(emulator.token)) as client:
-        fs = Filesystem(
-            config, client, ContentStore(config.cache_dir, 64 << 20),
-            Journal(config.cache_dir),
-        )  # fmt: skip
-        async with trio.open_nursery() as nursery:
-            await nursery.start(fs.run)
-            yield Harness(fs, emulator, project)
-            nursery.cancel_scope.cancel()
+from tests.vfs.conftest import ROOT, SLUG, Harness
 
 
 async def test_tree_and_names(harness: Harness) -> None:
@@ -83,7 +29,10 @@ async def test_tree_and_names(harness: Harness) -> None:
     assert SLUG in names
     team = await harness.ino(SLUG)
     assert "vfs" in [n for n, _ in await harness.fs.listdir(team)]
-    assert [n for n, _ in await harness.fs.listdir(await harness.project_ino())] == ["versions"]
+    pino = await harness.project_ino()
+    # versions/ is not listed, but reachable by name.
+    assert [n for n, _ in await harness.fs.listdir(pino)] == []
+    assert await harness.fs.listdir(await harness.ino(SLUG, "vfs", "versions")) == []
 
 
 async def test_new_file_becomes_one_document(harness: Harness) -> None:
