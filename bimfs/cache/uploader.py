@@ -154,6 +154,10 @@ class Uploader:
                 await self._changed.wait()
         return self._idle()
 
+    async def wait_changed(self) -> None:
+        """Wait until something changes: an upload starts or ends, something is committed."""
+        await self._changed.wait()
+
     async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109
         """Send everything pending now, ignoring the quiet period; True if all got done."""
         self._draining += 1

@@ -184,6 +184,46 @@ class AdminApi:
         project = self.store.project_by_id(project.id)
         return json_response(attachment_json(att, project, self.store.user), 201)
 
+    async def create_documents(self, ctx: Ctx) -> Response:
+        """``POST /_emulator/teams/{slug}/projects/{pid}/documents`` ``{"count", "prefix",
+        "extension", "size", "folderId"}``: ``count`` (at most 200 000) small documents named
+        ``<prefix><n><extension>`` (n from 0, zero-padded to 6 digits), each holding its own
+        name padded to ``size`` bytes (default 64), in one transaction: a large project in a
+        second or two. Answers ``{"created": count}``."""
+        body = await self._object(ctx)
+        team = self.store.team(ctx.params["slug"])
+        project = self.store.project(team.id, ctx.params["pid"])
+        count, size = body.get("count"), body.get("size", 64)
+        prefix, extension = body.get("prefix", "doc-"), body.get("extension", ".txt")
+        folder_id = body.get("folderId") or None
+        if not isinstance(count, int) or not 0 < count <= 200_000:
+            raise HttpError(400, "count must be a whole number from 1 to 200000")
+        if not isinstance(size, int) or not 0 <= size <= 1 << 20:
+            raise HttpError(400, "size must be a whole number of bytes up to 1 MiB")
+        if not isinstance(prefix, str) or not isinstance(extension, str):
+            raise HttpError(400, "prefix and extension must be strings")
+        if folder_id is not None:
+            try:
+                if self.store.folder(folder_id).project_id != project.id:
+                    raise NotFound(folder_id)
+            except NotFound as exc:
+                raise HttpError(404, "no such folder in this project") from exc
+        user = self.store.team(team.slug).owner
+
+        def make() -> None:
+            with self.store.transaction():
+                for n in range(count):
+                    name = f"{prefix}{n:06d}{extension}"
+                    data = (name + "\n").encode().ljust(size, b".")[:size]
+                    self.store.create_attachment(
+                        project.id, file_name=name, name=name, type="text/plain",
+                        blob=self.store.put_blob(data), size=size, user_id=user,
+                        folder_id=folder_id,
+                    )  # fmt: skip
+
+        make()  # the database belongs to the event loop's thread; a second or two
+        return json_response({"created": count}, 201)
+
     def routes(self) -> list[RouteSpec]:
         """The ``/_emulator`` routes."""
 
@@ -200,6 +240,7 @@ class AdminApi:
             a("/teams/{slug}", ["PUT"], self.update_team),
             a("/teams/{slug}/projects", ["POST"], self.create_project),
             a("/teams/{slug}/projects/{pid}/blob", ["POST"], self.create_blob),
+            a("/teams/{slug}/projects/{pid}/documents", ["POST"], self.create_documents),
             a("/projects/{pid}", ["PUT"], self.update_project),
             a("/attachments/{id}/rights", ["PUT"], self.set_rights),
         ]

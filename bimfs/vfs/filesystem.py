@@ -524,7 +524,10 @@ class Filesystem:
                 ("folder", slug, pid, folder.id), name, d, DirKind.FOLDER,
                 slug=slug, pid=pid, folder_id=folder.id, entity_id=folder.id,
             )  # fmt: skip
-            fnode.name, fnode.parent, fnode.writable, fnode.mtime = name, d, d.writable, d.mtime
+            fnode.name, fnode.parent, fnode.writable = name, d, d.writable
+            # Folders have no time of their own on the server: the project's at first sight,
+            # or the time it was made here; stable afterwards.
+            fnode.mtime = fnode.mtime or d.mtime
             children[name] = fnode
         present: set[str] = set()
         for doc in docs:
@@ -564,6 +567,27 @@ class Filesystem:
             children[name] = node
         self._replace_children(d, children)
         d.listing_token = listing
+
+    def _uploading(self, key: str) -> bool:
+        return any(e.state == "uploading" for e in self.journal.by_key(key))
+
+    async def _settle_uploads_into(self, slug: str, pid: str, folder_id: str | None) -> None:
+        """Wait until no new document is being uploaded into this folder (bounded): a folder
+        whose last file was deleted while its first upload ran is empty on the server only
+        once that upload ended (and the document it made was deleted again)."""
+
+        def busy() -> bool:
+            return any(
+                e.state == "uploading"
+                and e.meta.get("op") == "create"
+                and (e.meta.get("slug"), e.meta.get("pid")) == (slug, pid)
+                and (e.meta.get("folder_id") or None) == folder_id
+                for e in self.journal.entries()
+            )
+
+        with trio.move_on_after(self.config.request_timeout):
+            while busy():
+                await self.uploader.wait_changed()
 
     def _open_for_writing(self, key: str) -> bool:
         """Whether the file of an upload target is open for writing now: its upload waits
@@ -683,6 +707,9 @@ class Filesystem:
                 size, mtime = node.local.size, node.local.mtime
             elif node.server is not None:
                 size, mtime = node.server.size, node.server.mtime
+                kept = node.saved_mtime
+                if kept is not None and kept[0] == node.generation:
+                    mtime = kept[1]  # saved here: the time it had before its upload
             else:
                 size, mtime = 0, node.created
             mode = self._file_mode(node)
@@ -1040,7 +1067,8 @@ class Filesystem:
             self._abandon_eager(local)
         # On the trio thread: a worker-thread hop per write measured slower for `cp` (more CPU,
         # no overlap gained), see docs/performance.md.
-        written = os.pwrite(local.fd, data, offset)
+        with _callers_mistake():
+            written = os.pwrite(local.fd, data, offset)
         end = offset + written
         local.size = max(local.size, end)
         local.dirty = True
@@ -1072,7 +1100,8 @@ class Filesystem:
             await node.committing.wait()
         local = await self._make_local(node, truncate=size == 0)
         assert local.fd is not None
-        os.ftruncate(local.fd, size)
+        with _callers_mistake():
+            os.ftruncate(local.fd, size)
         if size != 0:
             local.append_only = False
             self._abandon_eager(local)
@@ -1443,6 +1472,7 @@ class Filesystem:
         inner = await self.children(node)
         if any(n != VERSIONS_DIR for n in inner):
             raise FsError(errno.ENOTEMPTY)
+        await self._settle_uploads_into(d.slug or "", d.pid or "", node.folder_id)
         try:
             await self.client.delete_folder(d.slug or "", node.folder_id or "")
         except ConflictError as exc:
@@ -1525,8 +1555,7 @@ class Filesystem:
     def _adopt_entry_locally(self, node: FileNode, entry: JournalEntry) -> None:
         target, fd = self._new_staging()
         try:
-            with open(entry.data_path, "rb") as src:
-                _copy_fd(src.fileno(), fd)
+            _copy_path(entry.data_path, fd)
         finally:
             os.close(fd)
         if node.local is not None and node.local.journal_id == entry.id:
@@ -1559,13 +1588,17 @@ class Filesystem:
             await self._commit_now(src)
             return
         if src.doc is None:
+            if d1 is not d2 and self._uploading(src.key):
+                # Its first upload is under way into the old folder, and documents cannot be
+                # moved between folders: `mv` copies and deletes instead.
+                raise FsError(errno.EXDEV, "the file is being uploaded into its folder")
             # Not sent yet: the upload simply goes out under the new name / folder.
             if detached is not None and self._claim_detached(src, d2, detached):
-                self._rekey_entries(src)
+                await self._rekey_entries(src)
                 self._move_node(d1, src, d2, new, overlay=False)
             else:
                 self._move_node(d1, src, d2, new, overlay=True)
-                self._rekey_entries(src)
+                await self._rekey_entries(src)
             return
         if d1 is not d2:
             raise FsError(errno.EXDEV, "moving a document between folders is done by copying")
@@ -1574,7 +1607,7 @@ class Filesystem:
         updated = await self.client.update_attachment(d1.slug or "", src.doc.id, file_name=new)
         src.doc = updated
         self._move_node(d1, src, d2, new, overlay=False)
-        self._rekey_entries(src)
+        await self._rekey_entries(src)
         self._listing_put_doc(d1.slug or "", d1.pid or "", updated)
 
     def _claim_detached(self, node: FileNode, d: DirNode, aid: str) -> bool:
@@ -1612,12 +1645,18 @@ class Filesystem:
         if target is not src:
             target.removed = True
 
-    def _rekey_entries(self, node: FileNode) -> None:
+    async def _rekey_entries(self, node: FileNode) -> None:
         """Point the node's not-yet-sent journal entries at its current identity and name."""
         if node.local is None or node.local.journal_id is None:
             return
         entry = self.journal.get(node.local.journal_id)
-        if entry is None or entry.state == "uploading":
+        if entry is None:
+            return
+        if entry.state == "uploading":
+            if entry.key != node.key:
+                # Its upload is under way for the identity it had: the content is saved again
+                # for the new one (the upload's own result is dropped when it ends).
+                await self._save_again(node)
             return
         if entry.key != node.key:
             for stale in self.journal.by_key(node.key):
@@ -1626,12 +1665,27 @@ class Filesystem:
             self.journal.rekey(entry.id, node.key)
         self.journal.update_meta(entry.id, self._upload_meta(node))
 
+    async def _save_again(self, node: FileNode) -> None:
+        """Commit a copy of the node's committed content as a new save of its identity."""
+        local = node.local
+        assert local is not None and local.committed
+        staging, fd = self._new_staging()
+        try:
+            size = await trio.to_thread.run_sync(_copy_path, local.path, fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(staging)
+            raise
+        node.local = LocalData(staging, size, local.mtime, fd=fd, dirty=True)
+        await self._commit(node)
+
     async def _commit_now(self, node: FileNode) -> None:
         local = node.local
         if local is None:
             return
         if local.committed:
-            self._rekey_entries(node)
+            await self._rekey_entries(node)
             return
         local.dirty = True
         if local.fd is None:
@@ -1689,7 +1743,7 @@ class Filesystem:
         if src.local is not None and not src.local.committed and src.open_count == 0:
             await self._commit_now(src)
         else:
-            self._rekey_entries(src)
+            await self._rekey_entries(src)
 
     def _discard_pending_of(self, node: FileNode) -> None:
         """The node's content is being replaced as a whole: unsent older saves are dropped."""
@@ -1782,16 +1836,42 @@ class Filesystem:
                 progress=progress,
             )
         else:
-            att = await self.client.create_version(
-                slug,
-                meta["aid"],
-                entry.data_path,
-                file_name=meta["file_name"],
-                content_type=meta.get("content_type") or "application/octet-stream",
-                progress=progress,
-                known_version=meta.get("base_version"),
-            )
-        if meta.get("op") == "create":
+            try:
+                att = await self.client.create_version(
+                    slug,
+                    meta["aid"],
+                    entry.data_path,
+                    file_name=meta["file_name"],
+                    content_type=meta.get("content_type") or "application/octet-stream",
+                    progress=progress,
+                    known_version=meta.get("base_version"),
+                )
+            except NotFoundError:
+                owner = self.key_nodes.get(entry.key)
+                if owner is None or owner.key != entry.key or owner.removed:
+                    # Its document was deleted here meanwhile (its bytes, if they were moved
+                    # to another document, were saved again for it): nothing left to send.
+                    return None
+                raise
+        creating = meta.get("op") == "create"
+        node = self.key_nodes.get(entry.key)
+        pid = meta.get("pid") or ""
+        self._versions_put(slug, att)
+        self._listing_put_doc(slug, pid, att, meta.get("folder_id") if creating else None)
+        key = _cache_key(att)
+        take = functools.partial(self.content.adopt, key) if att.size == entry.size else None
+        if creating and (
+            node is None or node.deleted or node.removed or node.local_only or node.key != entry.key
+        ):
+            # Deleted, made a temp file, or its bytes became another document's version while
+            # this upload ran: the document it made is nobody's.
+            with contextlib.suppress(NotFoundError):
+                await self.client.delete_attachment(slug, att.id)
+            self._listing_drop_doc(slug, pid, att.id)
+            return None
+        if node is None or node.key != entry.key:
+            return take  # a version of a document whose file moved on to another identity
+        if creating:
             new_key = f"doc:{att.id}"
             for other in self.journal.by_key(entry.key):
                 if other.id != entry.id:
@@ -1800,23 +1880,15 @@ class Filesystem:
                         other.id,
                         {**other.meta, "op": "version", "aid": att.id, "base_version": att.version},
                     )
+            wanted = node.name
         else:
             new_key = entry.key
-        node = self.key_nodes.get(entry.key)
-        pid = meta.get("pid") or ""
-        self._versions_put(slug, att)
-        self._listing_put_doc(
-            slug, pid, att, meta.get("folder_id") if meta.get("op") == "create" else None
-        )
-        key = _cache_key(att)
-        take = functools.partial(self.content.adopt, key) if att.size == entry.size else None
-        if node is None:
-            return take
-        if node.deleted:
-            with contextlib.suppress(NotFoundError):
-                await self.client.delete_attachment(slug, att.id)
-            self._listing_drop_doc(slug, pid, att.id)
-            return None
+            wanted = node.doc.file_name if node.doc is not None else att.file_name
+        if att.file_name != wanted and not node.removed:
+            # Renamed while this upload ran (the server names a document after the file name
+            # of its newest upload): the document takes the name it has here now.
+            att = await self.client.update_attachment(slug, att.id, file_name=wanted)
+            self._listing_put_doc(slug, pid, att)
         node.doc = att
         node.pending_attrs.clear()
         if new_key != node.key:
@@ -1830,6 +1902,9 @@ class Filesystem:
         local = node.local
         if local is not None and local.committed and local.journal_id == entry.id:
             node.local = None
+            # Times do not jump when the upload ends (editors compare them to detect changes
+            # made by others); they follow the server again when it has a newer version.
+            node.saved_mtime = (node.generation, local.mtime)
             if take is not None and not local.direct_writes:
                 # The kernel's pages of this file hold exactly the bytes just sent: keep them
                 # for the next open; only the attributes (the server's times) change.
@@ -1943,7 +2018,7 @@ class Filesystem:
                 raise FsError(errno.ENOTSUP, f"{name} cannot be set on {node.path()}")
             # A new file not sent yet: the tag or classification goes with its upload.
             node.pending_attrs[short] = text
-            self._rekey_entries(node)
+            await self._rekey_entries(node)
             return
         slug = parent.slug or ""
         if short == "tag":
@@ -2027,6 +2102,26 @@ def _check_name(name: str) -> None:
     names of up to 1024 bytes through)."""
     if len(os.fsencode(name)) > NAME_MAX:
         raise FsError(errno.ENAMETOOLONG)
+
+
+@contextlib.contextmanager
+def _callers_mistake() -> Any:
+    """A size or offset beyond what a file can hold is the caller's error, as on a local
+    disk (`EFBIG`, `EINVAL`), not a fault of the mount's disk."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.EFBIG, errno.EINVAL):
+            raise FsError(exc.errno) from None
+        raise
+
+
+def _copy_path(path: Path, dst: int) -> int:
+    src = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _copy_fd(src, dst)
+    finally:
+        os.close(src)
 
 
 def _copy_fd(src: int, dst: int) -> int:

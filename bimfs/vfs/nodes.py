@@ -183,6 +183,9 @@ class FileNode(Node):
         self.open_count = 0
         self.writers = 0  # open handles that may write
         self.kernel_key: object | None = None
+        # (generation, mtime) of content saved here and uploaded: shown instead of the
+        # server's time until the server has another version.
+        self.saved_mtime: tuple[int, float] | None = None
         self.committing: trio.Event | None = None
         self.failed_reason: str = ""
         self.deleted = False

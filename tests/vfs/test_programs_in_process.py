@@ -300,3 +300,132 @@ async def test_copying_extended_attributes_along(harness: Harness) -> None:
     assert await harness.fs.drain(30)
     assert harness.docs()["copy.txt"]["tag"] == "T-1"
     assert await harness.fs.getxattr(attr.ino, "user.bimplus.tag") == b"T-1"
+
+
+class HeldUploads:
+    """Holds the client's document creations at a gate (the real request runs once the gate
+    opens), so a test can act while a first upload is under way."""
+
+    def __init__(self, harness: Harness, *, stored: bool = False) -> None:
+        self.client = harness.fs.client
+        self.real = self.client.create_attachment
+        self.gate = trio.Event()
+        self.waiting = trio.Event()
+        self.stored = stored  # hold after the server stored it, before its answer arrives
+
+    def __enter__(self) -> HeldUploads:
+        async def held(*args: Any, **kwargs: Any) -> Any:
+            answer = await self.real(*args, **kwargs) if self.stored else None
+            self.waiting.set()
+            await self.gate.wait()
+            return answer if self.stored else await self.real(*args, **kwargs)
+
+        self.client.create_attachment = held  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.create_attachment = self.real  # type: ignore[method-assign]
+
+
+async def test_saved_file_keeps_its_times_after_the_upload(harness: Harness) -> None:
+    """Editors compare a file's time with the one they saw at their last save (vim warns
+    "changed since reading it"): the upload must not move it."""
+    await harness.write_file("t.txt", b"t")
+    ino = await harness.ino(SLUG, "vfs", "t.txt")
+    before = await harness.fs.getattr(ino)
+    assert await harness.fs.drain(30)
+    harness.fs.meta.invalidate(("listing", SLUG, harness.project["id"]))
+    after = await harness.fs.getattr(ino)
+    assert (after.mtime, after.ctime) == (before.mtime, before.ctime)
+    assert harness.fs._xattrs(harness.fs.inodes.get(ino))["user.bimfs.state"] == "synced"
+
+
+async def test_folder_time_is_stable(harness: Harness) -> None:
+    pino = await harness.project_ino()
+    made = await harness.fs.mkdir(pino, "New")
+    harness.fs.meta.invalidate(("listing", SLUG, harness.project["id"]))
+    await harness.fs.listdir(pino)
+    assert (await harness.fs.getattr(made.ino)).mtime == made.mtime
+
+
+async def test_rename_while_the_first_upload_runs(harness: Harness) -> None:
+    pino = await harness.project_ino()
+    with HeldUploads(harness) as held:
+        await harness.write_file("draft.tmp", b"content")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(harness.fs.drain, 30)
+            await held.waiting.wait()
+            await harness.fs.rename(pino, "draft.tmp", pino, "final.txt", 0)
+            held.gate.set()
+    assert await harness.fs.drain(30)
+    assert [n for n, _ in await harness.fs.listdir(pino)] == ["final.txt"]
+    docs = harness.docs()
+    assert list(docs) == ["final.txt"]
+    assert harness.emu.download(SLUG, docs["final.txt"]["id"]) == b"content"
+
+
+async def test_rename_over_a_document_while_the_first_upload_runs(harness: Harness) -> None:
+    target = harness.emu.upload(SLUG, harness.project["id"], "tgt.bin", b"old content")
+    pino = await harness.project_ino()
+    await harness.fs.lookup(pino, "tgt.bin")
+    with HeldUploads(harness) as held:
+        await harness.write_file("src.tmp", b"new content")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(harness.fs.drain, 30)
+            await held.waiting.wait()
+            await harness.fs.rename(pino, "src.tmp", pino, "tgt.bin", 0)
+            held.gate.set()
+    assert await harness.fs.drain(30)
+    assert [n for n, _ in await harness.fs.listdir(pino)] == ["tgt.bin"]
+    docs = harness.docs()
+    assert list(docs) == ["tgt.bin"] and docs["tgt.bin"]["id"] == target["id"]
+    assert harness.emu.download(SLUG, target["id"]) == b"new content"
+    assert [v["version"] for v in harness.emu.versions(SLUG, target["id"])] == [1, 2]
+    ino = await harness.ino(SLUG, "vfs", "tgt.bin")
+    assert await harness.fs.getxattr(ino, "user.bimplus.id") == target["id"].encode()
+    # Later saves go to the target document.
+    fh, _ = await harness.fs.open(ino, os.O_WRONLY | os.O_TRUNC)
+    await harness.fs.write(fh, 0, b"edited")
+    await harness.fs.release(fh)
+    assert await harness.fs.drain(30)
+    assert harness.emu.download(SLUG, target["id"]) == b"edited"
+    assert list(harness.docs()) == ["tgt.bin"]
+
+
+async def test_rmdir_after_deleting_a_file_whose_first_upload_runs(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    async with open_harness(emulator, tmp_path, dir_ttl=3600) as harness:
+        await _rmdir_after_deleting(harness)
+
+
+async def _rmdir_after_deleting(harness: Harness) -> None:
+    pino = await harness.project_ino()
+    folder = await harness.fs.mkdir(pino, "rc")
+    with HeldUploads(harness, stored=True) as held:
+        fh, _ = await harness.fs.create(folder.ino, "f", os.O_WRONLY | os.O_CREAT)
+        await harness.fs.write(fh, 0, b"hello")
+        await harness.fs.release(fh)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(harness.fs.drain, 30)
+            await held.waiting.wait()
+            await harness.fs.unlink(folder.ino, "f")
+            assert await harness.fs.listdir(folder.ino) == []
+
+            async def rmdir() -> None:
+                await harness.fs.rmdir(pino, "rc")
+
+            nursery.start_soon(rmdir)
+            await trio.testing.wait_all_tasks_blocked()
+            held.gate.set()
+    assert harness.docs() == {}
+    assert harness.emu.folders(SLUG, harness.project["id"]) == []
+
+
+async def test_sizes_beyond_a_file_are_the_callers_error(harness: Harness) -> None:
+    await harness.write_file("small.txt", b"s")
+    ino = await harness.ino(SLUG, "vfs", "small.txt")
+    with pytest.raises(FsError) as info:
+        await harness.fs.setattr(ino, 1 << 62, None)
+    assert info.value.errno in (errno.EFBIG, errno.EINVAL)
+    assert (await harness.fs.getattr(ino)).size == 1
