@@ -33,7 +33,6 @@ import json as json_module
 import logging
 import math
 import os
-import random
 import re
 import ssl
 import time
@@ -79,6 +78,7 @@ from bimfs.api.models import (
     require_object,
 )
 from bimfs.api.multipart import GrowingMultipartUpload, GrowingSource, MultipartUpload
+from bimfs.backoff import FULL_JITTER, backoff
 from bimfs.config import check_api_url, is_loopback_host
 
 if TYPE_CHECKING:
@@ -308,8 +308,7 @@ class RetryPolicy:
         """Seconds to wait before repetition number ``attempt + 1`` (``attempt`` from 0)."""
         if retry_after is not None:
             return min(retry_after, MAX_RETRY_AFTER)
-        ceiling = min(self.cap, self.base * (2 ** min(attempt, 30)))
-        return random.uniform(0.0, ceiling)
+        return backoff(attempt, base=self.base, cap=self.cap, jitter=FULL_JITTER)
 
     @staticmethod
     def log_level(attempt: int) -> int:

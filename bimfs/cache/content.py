@@ -68,7 +68,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import random
 import secrets
 import sqlite3
 import time
@@ -81,6 +80,7 @@ from typing import Any, Protocol
 
 import trio
 
+from bimfs.backoff import backoff
 from bimfs.cache.blocks import BlockSet
 from bimfs.cache.errors import (
     CacheClosedError,
@@ -100,6 +100,7 @@ _EVICT_EVERY_BLOCKS = 64
 # Backoff before the n-th retry of a stream: _RETRY_BASE * 2**(n-1), capped, with jitter.
 _RETRY_BASE = 0.5
 _RETRY_CAP = 8.0
+_JITTER = (0.75, 1.25)
 # How long (seconds from its first byte) a stream runs alone before its rate decides whether
 # the rest of its range is worth splitting into parallel streams.
 _SPLIT_PROBE = 0.1
@@ -1082,8 +1083,9 @@ class ContentStore:
                             entry.key.doc_id, entry.key.version, s.pos, exc, attempt,
                             self.fetch_retries,
                         )  # fmt: skip
-                        delay = min(_RETRY_CAP, _RETRY_BASE * 2 ** (attempt - 1))
-                        await trio.sleep(delay * random.uniform(0.75, 1.25))
+                        await trio.sleep(
+                            backoff(attempt - 1, base=_RETRY_BASE, cap=_RETRY_CAP, jitter=_JITTER)
+                        )
         finally:
             s.done = True
             s.opened.set()
