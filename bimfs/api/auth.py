@@ -24,10 +24,12 @@ from typing import Any, Protocol, runtime_checkable
 
 import trio
 
-from bimfs.api.client import check_api_url, excerpt, plain_request
 from bimfs.api.credentials import default_config_dir, load_credentials, save_credentials
+from bimfs.api.error_map import excerpt
 from bimfs.api.errors import ApiTimeoutError, AuthError, ProtocolError, TransportError
+from bimfs.api.plain import plain_request
 from bimfs.backoff import backoff
+from bimfs.config import check_api_url
 
 log = logging.getLogger("bimfs.api")
 
