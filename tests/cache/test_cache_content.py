@@ -16,7 +16,7 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import bimfs.cache.content as content_module
+import bimfs.cache.content.writer as writer_module
 from bimfs.cache.content import ContentKey, ContentStore, Download
 from bimfs.cache.errors import (
     CacheClosedError,
@@ -600,7 +600,7 @@ class HeldWrites:
         self.hold_from = hold_from
         self.error = error
         self.gate = threading.Event()
-        self._real = content_module._timed_pwrite
+        self._real = writer_module.timed_pwrite
 
     def __call__(self, fd: int, data: memoryview, offset: int) -> float:
         if offset >= self.hold_from:
@@ -619,7 +619,7 @@ async def test_slow_writes_go_to_a_thread_and_reads_are_served_from_the_queue(
     data = pattern(4 << 20)
     src = FakeSource(data, chunk_size=128 * KIB)
     held = HeldWrites(hold_from=512 * KIB)
-    monkeypatch.setattr(content_module, "_timed_pwrite", held)
+    monkeypatch.setattr(writer_module, "timed_pwrite", held)
     try:
         async with running_store(tmp_path, **SLOW) as store:
             f = store.open(key_for(data), src.fetch)
@@ -648,7 +648,7 @@ async def test_bytes_read_from_memory_are_written_even_when_the_file_is_closed(
     data = pattern(4 << 20)
     src = FakeSource(data, chunk_size=128 * KIB)
     held = HeldWrites(hold_from=1 << 20)
-    monkeypatch.setattr(content_module, "_timed_pwrite", held)
+    monkeypatch.setattr(writer_module, "timed_pwrite", held)
     try:
         async with running_store(tmp_path, **SLOW) as store:
             f = store.open(key_for(data), src.fetch)
@@ -673,7 +673,7 @@ async def test_a_failed_write_fails_the_read(
     data = pattern(2 << 20)
     src = FakeSource(data, chunk_size=128 * KIB)
     full = OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(content_module, "_timed_pwrite", HeldWrites(1 << 20, error=full))
+    monkeypatch.setattr(writer_module, "timed_pwrite", HeldWrites(1 << 20, error=full))
     async with running_store(tmp_path, **SLOW) as store:
         f = store.open(key_for(data), src.fetch)
         assert await store.read(f, 0, 100) == data[:100]
@@ -774,7 +774,7 @@ async def test_complete_entry_survives_an_abandoned_store(tmp_path: Path) -> Non
         f = store2.open(key, no_fetch)
         assert await store2.read(f, 0, len(data)) == data
         store2.close(f)
-    store._db.close()
+    store._index.close()
 
 
 async def test_partial_entry_resumes_after_a_restart(tmp_path: Path) -> None:
