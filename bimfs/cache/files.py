@@ -79,21 +79,6 @@ def pread_all(fd: int, size: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
-def copy_file(src: Path, dest: Path) -> None:
-    """Copy ``src`` to ``dest`` (created 0600, replaced if present) inside the kernel."""
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with open(src, "rb") as fin, open(fd, "wb") as fout:
-        # copyfileobj would go through Python buffers; copyfile's sendfile path stays in the
-        # kernel, but needs paths. Use sendfile directly on the two descriptors.
-        offset = 0
-        size = os.fstat(fin.fileno()).st_size
-        while offset < size:
-            sent = os.sendfile(fout.fileno(), fin.fileno(), offset, min(size - offset, 1 << 30))
-            if sent == 0:
-                break
-            offset += sent
-
-
 def delete(path: Path, size: int) -> None:
     """Delete ``path`` (``size`` bytes), which nothing will ever create again under that name.
 

@@ -554,27 +554,14 @@ async def test_partial_entry_is_never_exposed_as_complete(tmp_path: Path) -> Non
         await store.read(f, 0, 10)
         await settle()
         assert not store.is_complete(key)
-        assert store.path_if_complete(key) is None
         assert not (store.dir / key.digest()).exists()
         assert (store.dir / (key.digest() + ".part")).stat().st_size == len(data)
         src.release()
         path = await store.ensure_complete(f)
         assert path == store.dir / key.digest()
         assert not (store.dir / (key.digest() + ".part")).exists()
-        assert store.path_if_complete(key) == path
+        assert store.is_complete(key)
         store.close(f)
-
-
-async def test_copy_to(tmp_path: Path) -> None:
-    data = pattern(25 * BS + 7)
-    src = FakeSource(data)
-    dest = tmp_path / "copy"
-    async with running_store(tmp_path / "cache", block_size=BS) as store:
-        f = store.open(key_for(data), src.fetch)
-        await store.copy_to(f, dest)
-        store.close(f)
-    assert dest.read_bytes() == data
-    assert stat.S_IMODE(dest.stat().st_mode) == 0o600
 
 
 async def test_store_must_be_running_to_fetch(tmp_path: Path) -> None:

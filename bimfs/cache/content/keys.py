@@ -94,11 +94,6 @@ class CachedFile:
         """The content's size in bytes (``key.size``)."""
         return self.key.size
 
-    @property
-    def closed(self) -> bool:
-        """True once ``ContentStore.close`` was called for this view."""
-        return self._closed
-
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<CachedFile {self.key.doc_id} v{self.key.version} {state}>"

@@ -21,7 +21,7 @@ from bimfs.cache.content.index import Index
 from bimfs.cache.content.keys import CachedFile, ContentKey, Fetcher
 from bimfs.cache.content.streams import Stream, Streams, StreamSettings
 from bimfs.cache.errors import CacheClosedError
-from bimfs.cache.files import copy_file, fsync_dir, make_private_dir, pread_all
+from bimfs.cache.files import fsync_dir, make_private_dir, pread_all
 
 __all__ = ["ContentStore"]
 
@@ -191,32 +191,10 @@ class ContentStore:
                 await entry.changed.wait()
         return self._index.final_path(entry.digest)
 
-    async def copy_to(self, f: CachedFile, dest: Path) -> None:
-        """Complete the entry, then copy it to ``dest`` (created 0600, replaced if present).
-
-        The copy runs in a worker thread (kernel-side copy where possible), never through RAM
-        as a whole: the filesystem layer seeds the staging file of a local edit with it.
-        """
-        src = await self.ensure_complete(f)
-        await trio.to_thread.run_sync(copy_file, src, Path(dest))
-
     def is_complete(self, key: ContentKey) -> bool:
         """True when the whole content of ``key`` is cached."""
         row = self._index.rows.get(key.digest())
         return row is not None and row.complete
-
-    def path_if_complete(self, key: ContentKey) -> Path | None:
-        """The complete cache file of ``key``, or None.
-
-        The entry is not pinned: open the path right away (an open descriptor survives
-        eviction), or hold a ``CachedFile`` and use ``ensure_complete`` instead.
-        """
-        digest = key.digest()
-        row = self._index.rows.get(digest)
-        if row is None or not row.complete:
-            return None
-        self._index.touch(digest)
-        return self._index.final_path(digest)
 
     def adopt(self, key: ContentKey, path: Path) -> bool:
         """Take ``path``, a complete and fsynced file holding exactly the content of ``key``
