@@ -25,6 +25,7 @@ from bimfs.cache.errors import (
     ContentTimeoutError,
 )
 from tests.cache.fakes import FakeFetchError, FakeSource, Short, pattern, running_store
+from tests.support.processes import wait_until
 
 BS = 1024
 
@@ -1076,12 +1077,12 @@ async def test_adopt_refuses_what_does_not_fit(tmp_path: Path) -> None:
 
 def wait_for_no_deleted_files(directory: Path) -> None:
     """The deleting thread runs on its own: poll for its result."""
-    import time
-
-    deadline = time.monotonic() + 30
-    while any(n.endswith(".deleted") for n in os.listdir(directory)):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(
+        lambda: not any(n.endswith(".deleted") for n in os.listdir(directory)),
+        30,
+        "the evicted files to be deleted",
+        interval=0.01,
+    )
 
 
 async def test_a_large_evicted_entry_goes_without_touching_its_successor(tmp_path: Path) -> None:
