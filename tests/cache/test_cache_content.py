@@ -620,7 +620,7 @@ async def test_slow_writes_go_to_a_thread_and_reads_are_served_from_the_queue(
             # Not in the cache file yet: those reads were answered from memory.
             part = store.dir / (key_for(data).digest() + ".part")
             assert part.read_bytes()[512 * KIB : 1 << 20] == bytes(512 * KIB)
-            # The stream receives at most _WRITE_BEHIND ahead of the held write.
+            # The stream receives at most WRITE_BEHIND ahead of the held write.
             assert src.calls[0].served <= 512 * KIB + (8 << 20)
             held.release()
             assert (await store.ensure_complete(f)).read_bytes() == data
