@@ -31,10 +31,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import trio
 
 from bimfs.api.auth import LegacyLogin, StaticToken
-from bimfs.api.client import BimplusClient, check_api_url, plain_request
+from bimfs.api.client import BimplusClient
 from bimfs.api.credentials import default_config_dir, save_credentials
 from bimfs.api.errors import ApiError, ProtocolError
-from bimfs.config import ENV_URLS
+from bimfs.api.plain import plain_request
+from bimfs.config import ENV_URLS, check_api_url
 
 DEFAULT_CLIENT_ID = "bimfs"
 DEFAULT_SCOPE = "openid profile email"

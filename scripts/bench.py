@@ -14,14 +14,14 @@ reliable in a container). Each line printed compares the measured value with its
 
 The exit status is 0 when every figure could be measured, whether or not it met its target
 (this is a measurement, not a test); 1 when a figure could not be measured; 130 on Ctrl-C.
-See docs/performance.md for what each figure means and what limits it.
+See docs/performance.md for what each figure means and what limits it. The emulator and mount
+processes are those of the tests (tests/support/processes.py), tied to this run's life.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import datetime
 import json
 import os
@@ -46,7 +46,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bimfs.config import parse_size  # noqa: E402
-from bimfs.emulator.ready import EmulatorStartError, wait_ready  # noqa: E402
+from tests.support.processes import (  # noqa: E402
+    EmulatorProcess,
+    MountProcess,
+    ProcessError,
+    child_env,
+    wait_until,
+    write_token,
+)
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -55,7 +62,6 @@ EMULATOR_START_TIMEOUT = 180.0
 MOUNT_START_TIMEOUT = 60.0
 # Upper bound for any single measured command; a hung mount must not hang the benchmark.
 COMMAND_TIMEOUT = 600.0
-STATUS_XATTR = "user.bimfs.status"
 TEAM = "bench"
 THROTTLE_RATE = 50_000_000
 THROTTLE_LATENCY_MS = 20
@@ -114,35 +120,6 @@ def human_size(n: int) -> str:
 def progress(message: str) -> None:
     """A progress line on stderr, so stdout holds only the results."""
     print(f"   .. {message}", file=sys.stderr, flush=True)
-
-
-def child_env() -> dict[str, str]:
-    """The environment of every child: no proxy (everything is loopback), unbuffered Python,
-    and no token from the caller's environment."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
-    }
-    env.pop("BIMPLUS_TOKEN", None)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: if the benchmark itself is killed (SIGKILL, no
-    # chance to clean up), the emulator and the mounts get SIGTERM and shut down cleanly.
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def peak_rss(pid: int) -> int:
-    """``VmHWM`` (peak resident set size) of a process, in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise BenchError(f"no VmHWM in /proc/{pid}/status")
 
 
 def timed(argv: list[str], *, stdin: str | None = None) -> tuple[float, str]:
@@ -235,48 +212,29 @@ def write_local_file(path: Path, size: int) -> None:
 # ---------------------------------------------------------------------------------- processes
 
 
-class Emulator:
-    """A ``python -m bimfs.emulator`` process on a free loopback port."""
+class Emulator(EmulatorProcess):
+    """A ``python -m bimfs.emulator`` process on a free loopback port (its data and stderr
+    under ``root``), tied to the benchmark's life, with urllib helpers for its admin API."""
 
     def __init__(self, root: Path, token: str, *args: str, seed: str = "none") -> None:
         self.root = root
-        self.token = token
         data_dir = root / "data"
         data_dir.mkdir(parents=True)
-        self.log_path = root / "emulator.log"
-        log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child
-        argv = [
-            sys.executable, "-m", "bimfs.emulator",
-            "--host", "127.0.0.1", "--port", "0",
-            "--data-dir", str(data_dir), "--seed", seed, "--token", token, *args,
-        ]  # fmt: skip
-        self.process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            env=child_env(),
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-        log.close()
         try:
-            self.url = wait_ready(self.process, EMULATOR_START_TIMEOUT)
-        except EmulatorStartError as exc:
-            self.stop()
-            raise BenchError(f"{exc}:\n{self.log()}") from None
-        except BaseException:
-            self.stop()
-            raise
-        self.base = self.url.removesuffix("/v2")
+            super().__init__(
+                data_dir,
+                *args,
+                token=token,
+                seed=seed,
+                log=root / "emulator.log",
+                start_timeout=EMULATOR_START_TIMEOUT,
+                stop_timeout=30.0,
+                tied=True,
+            )
+        except ProcessError as exc:
+            raise BenchError(str(exc)) from None
         # Plain urllib without proxies: admin calls only, nothing timed goes through here.
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    def log(self) -> str:
-        """The tail of the emulator's stderr."""
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")[-2000:]
-        return ""
 
     def admin(
         self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None
@@ -319,29 +277,14 @@ class Emulator:
         """Zero the request counters."""
         self.admin("POST", "/stats/reset")
 
-    def peak_rss(self) -> int:
-        """The emulator's peak RSS since it started."""
-        return peak_rss(self.process.pid)
-
     def curl_config(self) -> str:
         """A curl config (fed on stdin, so the token never shows in ``ps``)."""
         return f'header = "Authorization: BimPlus {self.token}"\nnoproxy = "*"\n'
 
-    def stop(self) -> None:
-        """SIGTERM, wait, SIGKILL if it does not stop. Idempotent."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
 
-
-class Mount:
-    """A ``bimfs mount --foreground`` process of team ``bench`` with its own cache dir."""
+class Mount(MountProcess):
+    """A ``bimfs mount --foreground`` process of team ``bench`` with its own cache dir, tied to
+    the benchmark's life; ready when the constructor returns."""
 
     def __init__(
         self,
@@ -353,112 +296,41 @@ class Mount:
     ) -> None:
         self.root = root
         root.mkdir(parents=True)
-        self.path = root / "mnt"
-        self.path.mkdir()
-        self.cache_dir = cache_dir or root / "cache"
-        token_file = root / "token"
-        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(emulator.token + "\n")
-        self.log_path = root / "mount.log"
-        log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child
-        argv = [
-            sys.executable, "-m", "bimfs", "mount", str(self.path),
-            "--api-url", emulator.url, "--token-file", str(token_file),
-            "--cache-dir", str(self.cache_dir), "--team", team, "--foreground", *args,
-        ]  # fmt: skip
-        self.process: subprocess.Popen[bytes] | None = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=child_env(),
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
+        path = root / "mnt"
+        path.mkdir()
+        super().__init__(
+            path,
+            api_url=emulator.url,
+            token_file=write_token(root / "token", emulator.token),
+            cache_dir=cache_dir or root / "cache",
+            log_path=root / "mount.log",
+            args=("--team", team, *args),
+            start_timeout=MOUNT_START_TIMEOUT,
+            tied=True,
         )
-        log.close()
         try:
-            self._wait_ready()
-        except BaseException:
-            # Not registered with the run yet: nobody else would stop it.
-            self.unmount()
-            raise
-
-    def _wait_ready(self) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + MOUNT_START_TIMEOUT
-        while not os.path.ismount(self.path):
-            if self.process.poll() is not None:
-                code = self.process.returncode
-                raise BenchError(f"the mount exited {code} before it was ready:\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise BenchError(f"the mount was not ready in {MOUNT_START_TIMEOUT:g} s")
-            time.sleep(0.02)
-
-    @property
-    def pid(self) -> int:
-        """The mount process's id."""
-        if self.process is None:
-            raise BenchError("the mount is not running")
-        return self.process.pid
-
-    def log(self) -> str:
-        """The tail of the mount's log."""
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")[-3000:]
-        return ""
-
-    def problems(self) -> list[str]:
-        """Error lines and tracebacks the mount logged."""
-        with contextlib.suppress(OSError):
-            text = self.log_path.read_text(errors="replace")
-            return [
-                line
-                for line in text.splitlines()
-                if " ERROR " in line or " CRITICAL " in line or line.startswith("Traceback")
-            ]
-        return []
-
-    def peak_rss(self) -> int:
-        """The mount process's peak RSS since it started."""
-        return peak_rss(self.pid)
-
-    def status(self) -> dict[str, Any]:
-        """The mount's status JSON (what ``bimfs status --json`` shows)."""
-        status: dict[str, Any] = json.loads(os.getxattr(self.path, STATUS_XATTR))
-        return status
+            self.start()
+        except ProcessError as exc:
+            raise BenchError(str(exc)) from None
 
     def wait_uploaded(self, timeout: float = COMMAND_TIMEOUT) -> None:
         """Poll the status until no upload is pending; fail on a failed upload."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def uploaded() -> bool:
             status = self.status()
             if status["failed"]:
                 raise BenchError(f"upload failed: {status['failed']}")
-            if not status["pending"]:
-                return
-            if time.monotonic() > deadline:
-                raise BenchError(f"uploads still pending after {timeout:g} s")
-            # 5 ms polling: well below the resolution that matters for seconds-long uploads.
-            time.sleep(0.005)
+            return not status["pending"]
 
-    def unmount(self) -> None:
-        """``fusermount3 -u`` (SIGTERM if it is not mounted yet) and wait for the process; kill
-        and lazy-unmount if it hangs. Idempotent."""
-        if self.process is None:
-            return
-        if os.path.ismount(self.path):
-            subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True, check=False)
-        elif self.process.poll() is None:
-            self.process.terminate()
+        # 5 ms polling: well below the resolution that matters for seconds-long uploads.
+        wait_until(uploaded, timeout, "the uploads to finish", interval=0.005)
+
+    def unmount(self, timeout: float = 120.0) -> None:
+        """``fusermount3 -u`` and wait for the process (see ``MountProcess.unmount``)."""
         try:
-            self.process.wait(120)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-        if os.path.ismount(self.path):
-            subprocess.run(["fusermount3", "-uz", str(self.path)], capture_output=True, check=False)
+            super().unmount(timeout)
+        except ProcessError as exc:
+            raise BenchError(str(exc)) from None
 
 
 class Bench:
@@ -503,10 +375,12 @@ class Bench:
         try:
             yield m
         finally:
-            m.unmount()
-            self._mounts.remove(m)
-            self.mount_problems.extend(m.problems())
-            shutil.rmtree(root, ignore_errors=True)
+            try:
+                m.unmount()  # a mount that does not exit is killed, then reported
+            finally:
+                self._mounts.remove(m)
+                self.mount_problems.extend(m.problems())
+                shutil.rmtree(root, ignore_errors=True)
 
     def scratch(self, name: str) -> Path:
         """A path in the temp dir for a local file."""

@@ -1,4 +1,5 @@
-"""Shared fixtures. The emulator fixtures start a real emulator process per test."""
+"""Shared fixtures. The emulator fixtures start a real emulator process per test; the mount
+factory a real ``bimfs mount --foreground`` per call."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.emulator import Emulator, start_emulator
+from tests.support.mount import Mount, finish_mounts
 
 # -- emulator fixtures ------------------------------------------------------------------------
 
@@ -40,3 +42,21 @@ def emulator_factory(tmp_path: Path) -> Iterator[Callable[..., Emulator]]:
     finally:
         for emu in started:
             emu.stop()
+
+
+# -- mount fixtures -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def mount_factory(tmp_path: Path) -> Iterator[Callable[..., Mount]]:
+    """``mount_factory(emulator, *args, cache_dir=None)`` -> a ready ``Mount`` with its own
+    dirs under ``tmp_path``; every one is unmounted at teardown and its log checked."""
+    mounts: list[Mount] = []
+
+    def factory(emulator: Emulator, *args: str, cache_dir: Path | None = None) -> Mount:
+        m = Mount(emulator, tmp_path / f"m{len(mounts)}", args, cache_dir=cache_dir)
+        mounts.append(m)
+        return m
+
+    yield factory
+    finish_mounts(mounts)

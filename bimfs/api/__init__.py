@@ -10,8 +10,9 @@ from bimfs.api.auth import (
     StaticToken,
     load_token_source,
 )
-from bimfs.api.client import BimplusClient, Download, RetryPolicy, check_api_url
+from bimfs.api.client import BimplusClient
 from bimfs.api.credentials import default_config_dir
+from bimfs.api.download import Download
 from bimfs.api.errors import (
     ApiError,
     ApiTimeoutError,
@@ -32,6 +33,8 @@ from bimfs.api.errors import (
 )
 from bimfs.api.models import Attachment, FolderNode, Project, Rights, Team, User
 from bimfs.api.multipart import MultipartUpload, SourceChangedError
+from bimfs.api.retry import RetryPolicy
+from bimfs.config import check_api_url
 
 __all__ = [
     "ApiError",

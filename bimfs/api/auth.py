@@ -24,9 +24,12 @@ from typing import Any, Protocol, runtime_checkable
 
 import trio
 
-from bimfs.api.client import check_api_url, excerpt, plain_request
 from bimfs.api.credentials import default_config_dir, load_credentials, save_credentials
+from bimfs.api.error_map import excerpt
 from bimfs.api.errors import ApiTimeoutError, AuthError, ProtocolError, TransportError
+from bimfs.api.plain import plain_request
+from bimfs.backoff import backoff
+from bimfs.config import check_api_url
 
 log = logging.getLogger("bimfs.api")
 
@@ -35,6 +38,7 @@ EXPIRY_MARGIN = 30.0
 a request takes to reach the server)."""
 
 _GRANT_ATTEMPTS = 3
+_GRANT_BACKOFF = 0.5  # seconds before the second attempt, doubling after
 
 __all__ = [
     "AuthProvider",
@@ -254,11 +258,11 @@ class OidcRefresh:
             except (TransportError, ApiTimeoutError):
                 if attempt + 1 >= _GRANT_ATTEMPTS:
                     raise
-                await trio.sleep(0.5 * 2**attempt)
+                await trio.sleep(backoff(attempt, base=_GRANT_BACKOFF))
                 continue
             refused = answer.status >= 500 or answer.status == 429
             if refused and attempt + 1 < _GRANT_ATTEMPTS:
-                await trio.sleep(0.5 * 2**attempt)
+                await trio.sleep(backoff(attempt, base=_GRANT_BACKOFF))
                 continue
             break
         if answer.status >= 400:

@@ -1,7 +1,7 @@
 """The one exception tree of the Bimplus client.
 
 Nothing from httpx (or any other transport) leaves ``bimfs.api``: every foreign exception is
-mapped to one of these in a single place (``bimfs.api.client._map_transport_errors``)::
+mapped to one of these in a single place (``bimfs.api.error_map.map_transport_errors``)::
 
     ApiError                          anything the API client reports
     ├── TransportError                the request did not complete (connect refused, reset, ...)

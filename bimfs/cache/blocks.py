@@ -75,21 +75,6 @@ class BlockSet:
         i = self._bits.find(1, a, b) if a < b else -1
         return None if i < 0 else i
 
-    def missing_runs(self, a: int = 0, b: int | None = None) -> list[tuple[int, int]]:
-        """The maximal runs ``(start, stop)`` of missing blocks inside ``[a, b)``, in order."""
-        a, b = self._clip(a, b)
-        runs: list[tuple[int, int]] = []
-        while a < b:
-            start = self._bits.find(0, a, b)
-            if start < 0:
-                break
-            stop = self._bits.find(1, start, b)
-            if stop < 0:
-                stop = b
-            runs.append((start, stop))
-            a = stop
-        return runs
-
     def to_bytes(self) -> bytes:
         """The map as bytes, for ``BlockSet(n, data)`` to restore."""
         return bytes(self._bits)

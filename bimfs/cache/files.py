@@ -7,8 +7,11 @@ import ctypes
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
+
+from bimfs.cache.errors import ContentShortError
 
 log = logging.getLogger(__name__)
 
@@ -18,11 +21,62 @@ DELETE_LATER_SIZE = 16 << 20
 
 def fsync_dir(path: Path) -> None:
     """Make the directory's entries (creations, renames, removals) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    _fsync(path, os.O_DIRECTORY)
+
+
+def fsync_path(path: Path) -> None:
+    """Make the file's data durable (a file whose descriptor is no longer at hand)."""
+    _fsync(path, 0)
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def make_private_dir(path: Path, *, chmod: bool) -> None:
+    """Create ``path`` (and its parents) readable by the owner only; with ``chmod`` an existing
+    directory is made private too."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if chmod:
+        os.chmod(path, 0o700)
+
+
+def file_size(path: Path) -> int | None:
+    """The size of ``path``, None when it does not exist."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
+
+
+def timed_pwrite(fd: int, data: memoryview, offset: int) -> float:
+    """Write all of ``data`` at ``offset``; return the seconds it took."""
+    start = time.perf_counter()
+    while data:
+        n = os.pwrite(fd, data, offset)
+        data = data[n:]
+        offset += n
+    return time.perf_counter() - start
+
+
+def pread_all(fd: int, size: int, offset: int) -> bytes:
+    """``size`` bytes at ``offset``; ``ContentShortError`` when the file ends before."""
+    data = os.pread(fd, size, offset)
+    if len(data) == size:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = os.pread(fd, size - got, offset + got)
+        if not more:
+            raise ContentShortError(f"cache file ended at {offset + got}, expected {offset + size}")
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
 
 
 def delete(path: Path, size: int) -> None:

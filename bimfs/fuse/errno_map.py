@@ -1,7 +1,7 @@
 """The one place where exceptions become errno values.
 
-Every pyfuse3 handler goes through ``to_errno``; a test checks that every ``ApiError`` subclass
-has an entry, so a new error class cannot silently become EIO.
+Every pyfuse3 handler goes through ``to_errno``; tests check that every ``ApiError`` and every
+``CacheError`` subclass has an entry, so a new error class cannot silently become EIO.
 """
 
 from __future__ import annotations
@@ -32,6 +32,20 @@ API_ERRNO: tuple[tuple[type[BaseException], int], ...] = (
     (api.ApiError, errno.EIO),
 )
 
+#: The cache layer's own decisions, most specific first.
+CACHE_ERRNO: tuple[tuple[type[BaseException], int], ...] = (
+    (cache_errors.ContentTimeoutError, errno.ETIMEDOUT),
+    (cache_errors.ContentShortError, errno.EIO),
+    (cache_errors.ContentSizeError, errno.EIO),
+    (cache_errors.ContentError, errno.EIO),
+    (cache_errors.CacheClosedError, errno.EIO),
+    (cache_errors.JournalEntryNotFoundError, errno.EIO),
+    (cache_errors.JournalError, errno.EIO),
+    (cache_errors.CacheError, errno.EIO),
+)
+
+_TABLE = CACHE_ERRNO + API_ERRNO  # disjoint trees: the order between the two does not matter
+
 
 def to_errno(exc: BaseException) -> int:
     """The errno a failed operation reports for ``exc``."""
@@ -43,9 +57,7 @@ def to_errno(exc: BaseException) -> int:
         return to_errno(inner) if inner is not None else errno.EIO
     if isinstance(exc, FsError):
         return exc.errno
-    if isinstance(exc, cache_errors.ContentTimeoutError):
-        return errno.ETIMEDOUT
-    for cls, value in API_ERRNO:
+    for cls, value in _TABLE:
         if isinstance(exc, cls):
             return value
     if isinstance(exc, OSError) and exc.errno:

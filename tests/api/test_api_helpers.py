@@ -10,15 +10,8 @@ import httpcore
 import httpx
 import pytest
 
-from bimfs.api import client as client_mod
-from bimfs.api.client import (
-    RetryPolicy,
-    check_api_url,
-    excerpt,
-    is_loopback_host,
-    map_httpx_error,
-    parse_retry_after,
-)
+from bimfs.api import error_map
+from bimfs.api.error_map import excerpt, map_httpx_error
 from bimfs.api.errors import (
     ApiError,
     ApiTimeoutError,
@@ -26,6 +19,8 @@ from bimfs.api.errors import (
     ProtocolError,
     TransportError,
 )
+from bimfs.api.retry import RetryPolicy, parse_retry_after
+from bimfs.config import check_api_url, is_loopback_host
 
 
 def httpx_exception_classes() -> list[type[BaseException]]:
@@ -48,16 +43,16 @@ def httpx_exception_classes() -> list[type[BaseException]]:
 
 def test_every_httpx_exception_has_its_own_mapping() -> None:
     """Fails when httpx grows an exception class the client does not map explicitly."""
-    mapped = {cls for cls, _ in client_mod._HTTPX_ERRORS}
+    mapped = {cls for cls, _ in error_map._HTTPX_ERRORS}
     missing = [c.__name__ for c in httpx_exception_classes() if c not in mapped]
     assert not missing, f"httpx exceptions without a mapping: {missing}"
     # Every class is caught by the context manager too.
     for cls in httpx_exception_classes():
-        assert issubclass(cls, client_mod._HTTPX_BASES), cls
+        assert issubclass(cls, error_map._HTTPX_BASES), cls
 
 
 def test_mapping_table_is_most_specific_first() -> None:
-    classes = [cls for cls, _ in client_mod._HTTPX_ERRORS]
+    classes = [cls for cls, _ in error_map._HTTPX_ERRORS]
     for i, cls in enumerate(classes):
         for later in classes[i + 1 :]:
             assert not issubclass(later, cls) or later is cls, (cls, later)
@@ -86,7 +81,7 @@ def test_httpcore_errors_are_mapped() -> None:
 def test_each_exception_maps_to_an_api_error(cls: type[Exception]) -> None:
     exc = make(cls)
     assert isinstance(exc, Exception)
-    with pytest.raises(ApiError) as info, client_mod._map_transport_errors("GET /v2/teams"):
+    with pytest.raises(ApiError) as info, error_map.map_transport_errors("GET /v2/teams"):
         raise exc
     assert info.value.__cause__ is exc
     assert info.value.call == "GET /v2/teams"

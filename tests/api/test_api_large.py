@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from bimfs.api import client as client_mod
+from bimfs.api import download as download_mod
 from bimfs.api.auth import StaticToken
 from bimfs.api.client import BimplusClient
 from bimfs.api.errors import ApiTimeoutError, IncompleteBodyError
@@ -33,7 +33,7 @@ def make_blob(emu: Emulator, size: int, name: str = "big.bin") -> str:
 
 
 async def test_long_body_is_read_directly(emulator: Emulator) -> None:
-    size = client_mod.DIRECT_BODY_MIN + 12345
+    size = download_mod.DIRECT_BODY_MIN + 12345
     aid = make_blob(emulator, size)
     expected = hashlib.sha256(emulator.download(SLUG, aid)).hexdigest()
     async with BimplusClient(emulator.url, StaticToken(emulator.token)) as client:
@@ -52,7 +52,7 @@ async def test_long_body_is_read_directly(emulator: Emulator) -> None:
 
 
 async def test_parallel_direct_ranges(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(client_mod, "DIRECT_BODY_MIN", 64 * 1024)
+    monkeypatch.setattr(download_mod, "DIRECT_BODY_MIN", 64 * 1024)
     size = 6 << 20
     aid = make_blob(emulator, size)
     whole = emulator.download(SLUG, aid)
@@ -77,7 +77,7 @@ async def test_parallel_direct_ranges(emulator: Emulator, monkeypatch: pytest.Mo
 async def test_direct_body_cut_short(
     scripted: ScriptedServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(client_mod, "DIRECT_BODY_MIN", 1000)
+    monkeypatch.setattr(download_mod, "DIRECT_BODY_MIN", 1000)
     body = os.urandom(300_000)
     scripted.on("GET", "/t/attachments/a/download", Reply(200, body, send_only=200_000))
     scripted.on("GET", "/t/attachments/b/download", Reply(200, body))
@@ -145,7 +145,7 @@ def test_one_gib_upload_and_download_in_bounded_memory(emulator: Emulator, tmp_p
 async def test_direct_body_stall_times_out(
     scripted: ScriptedServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(client_mod, "DIRECT_BODY_MIN", 1000)
+    monkeypatch.setattr(download_mod, "DIRECT_BODY_MIN", 1000)
     scripted.on(
         "GET", "/t/attachments/a/download", Reply(200, b"x" * 5000, {"Content-Length": "9000"})
     )

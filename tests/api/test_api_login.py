@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
@@ -20,6 +18,7 @@ from bimfs.api.auth import OidcRefresh, StaticToken, load_token_source
 from bimfs.api.client import BimplusClient
 from tests.api.oidc_browser import PASSWORD, USER, submit_login
 from tests.support.emulator import Emulator
+from tests.support.processes import read_line_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,23 +43,11 @@ def start_login(tmp_path: Path, *args: str, stdin: bytes | None = None) -> subpr
 def read_login_url(proc: subprocess.Popen[bytes], seen: list[str]) -> str:
     """Read stderr lines until the printed login URL."""
     assert proc.stderr is not None
-    deadline = time.monotonic() + 30
-    buf = b""
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stderr], [], [], 1.0)
-        if not ready:
-            continue
-        data = os.read(proc.stderr.fileno(), 4096)
-        if not data:
-            break
-        buf += data
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
-            text = line.decode()
-            seen.append(text)
-            if text.strip().startswith("http"):
-                return text.strip()
-    raise AssertionError(f"no login URL printed: {seen}")
+    url, lines = read_line_until(proc.stderr, lambda line: line.strip().startswith("http"), 30)
+    seen.extend(lines)
+    if url is None:
+        raise AssertionError(f"no login URL printed: {seen}")
+    return url.strip()
 
 
 def finish(proc: subprocess.Popen[bytes]) -> tuple[int, str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpcore
 
-from bimfs.api.client import _LargeReadStream
+from bimfs.api.transport import LargeReadStream
 
 
 class FakeStream(httpcore.AsyncNetworkStream):
@@ -27,7 +27,7 @@ class FakeStream(httpcore.AsyncNetworkStream):
         return False
 
 
-async def drain(stream: _LargeReadStream) -> list[bytes]:
+async def drain(stream: LargeReadStream) -> list[bytes]:
     out = []
     while data := await stream.read(65536):
         out.append(data)
@@ -38,7 +38,7 @@ HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n"
 
 
 async def test_head_split_in_one_read() -> None:
-    stream = _LargeReadStream(FakeStream([HEAD + b"BODY"]))
+    stream = LargeReadStream(FakeStream([HEAD + b"BODY"]))
     await stream.write(b"GET / HTTP/1.1\r\n\r\n")
     assert await stream.read(65536) == HEAD
     assert stream.body_untouched
@@ -51,7 +51,7 @@ async def test_head_split_in_one_read() -> None:
 async def test_blank_line_straddling_reads() -> None:
     for cut in range(len(HEAD) - 4, len(HEAD) + 1):
         pieces = [HEAD[:cut], HEAD[cut:] + b"BODY"]
-        stream = _LargeReadStream(FakeStream([p for p in pieces if p]))
+        stream = LargeReadStream(FakeStream([p for p in pieces if p]))
         await stream.write(b"request")
         got = await drain(stream)
         assert b"".join(got) == HEAD + b"BODY", cut
@@ -61,7 +61,7 @@ async def test_blank_line_straddling_reads() -> None:
 
 
 async def test_h11_reading_on_marks_the_body_touched() -> None:
-    stream = _LargeReadStream(FakeStream([HEAD + b"BODY"]))
+    stream = LargeReadStream(FakeStream([HEAD + b"BODY"]))
     await stream.write(b"request")
     await stream.read(65536)
     assert await stream.read(65536) == b"BODY"
@@ -70,7 +70,7 @@ async def test_h11_reading_on_marks_the_body_touched() -> None:
 
 async def test_informational_answer_is_not_taken_for_the_head() -> None:
     interim = b"HTTP/1.1 100 Continue\r\n\r\n"
-    stream = _LargeReadStream(FakeStream([interim + HEAD + b"BODY"]))
+    stream = LargeReadStream(FakeStream([interim + HEAD + b"BODY"]))
     await stream.write(b"request")
     assert await stream.read(65536) == interim
     assert await stream.read(65536) == HEAD + b"BODY"
@@ -80,5 +80,5 @@ async def test_informational_answer_is_not_taken_for_the_head() -> None:
 
 async def test_no_split_without_a_request() -> None:
     data = b"x\r\n\r\ny"
-    stream = _LargeReadStream(FakeStream([data]))
+    stream = LargeReadStream(FakeStream([data]))
     assert await stream.read(65536) == data

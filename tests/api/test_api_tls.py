@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from bimfs.api import client as client_mod
+from bimfs.api import download as download_mod
 from bimfs.api.auth import StaticToken
 from bimfs.api.client import BimplusClient
 from bimfs.api.errors import IncompleteBodyError, TransportError
@@ -84,7 +84,7 @@ async def test_tls_calls_and_direct_bodies(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
-    monkeypatch.setattr(client_mod, "DIRECT_BODY_MIN", 1000)
+    monkeypatch.setattr(download_mod, "DIRECT_BODY_MIN", 1000)
     body = os.urandom(3 << 20)
     tls_server.on("GET", "/teams", Reply(200, json.dumps([{"id": "1", "slug": "t"}]).encode()))
     tls_server.on("GET", "/t/attachments/a/download", Reply(200, body))

@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from bimfs.api.auth import StaticToken  # noqa: E402
-from bimfs.api.client import BimplusClient, Download  # noqa: E402
+from bimfs.api.client import BimplusClient  # noqa: E402
+from bimfs.api.download import Download  # noqa: E402
 from bimfs.cache.content import ContentKey, ContentStore  # noqa: E402
 from tests.support.emulator import start_emulator  # noqa: E402
 

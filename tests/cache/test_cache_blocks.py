@@ -8,22 +8,6 @@ from hypothesis import strategies as st
 
 from bimfs.cache.blocks import BlockSet
 
-
-def model_runs(filled: set[int], a: int, b: int) -> list[tuple[int, int]]:
-    runs: list[tuple[int, int]] = []
-    i = a
-    while i < b:
-        if i in filled:
-            i += 1
-            continue
-        j = i
-        while j < b and j not in filled:
-            j += 1
-        runs.append((i, j))
-        i = j
-    return runs
-
-
 ops = st.lists(
     st.one_of(
         st.tuples(st.just("add"), st.integers(0, 199), st.integers(0, 0)),
@@ -68,7 +52,6 @@ def test_blockset_matches_a_set(
         present = [i for i in range(lo, hi) if i in filled]
         assert bs.first_missing(a, b) == (missing[0] if missing else None)
         assert bs.first_present(a, b) == (present[0] if present else None)
-        assert bs.missing_runs(a, b) == model_runs(filled, lo, hi)
     restored = BlockSet(n, bs.to_bytes())
     assert restored.to_bytes() == bs.to_bytes()
     assert restored.count == bs.count
@@ -87,4 +70,3 @@ def test_empty_blockset_is_full() -> None:
     bs = BlockSet(0)
     assert bs.full
     assert bs.first_missing() is None
-    assert bs.missing_runs() == []

@@ -16,7 +16,7 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import bimfs.cache.content as content_module
+import bimfs.cache.content.writer as writer_module
 from bimfs.cache.content import ContentKey, ContentStore, Download
 from bimfs.cache.errors import (
     CacheClosedError,
@@ -25,6 +25,7 @@ from bimfs.cache.errors import (
     ContentTimeoutError,
 )
 from tests.cache.fakes import FakeFetchError, FakeSource, Short, pattern, running_store
+from tests.support.processes import wait_until
 
 BS = 1024
 
@@ -554,27 +555,14 @@ async def test_partial_entry_is_never_exposed_as_complete(tmp_path: Path) -> Non
         await store.read(f, 0, 10)
         await settle()
         assert not store.is_complete(key)
-        assert store.path_if_complete(key) is None
         assert not (store.dir / key.digest()).exists()
         assert (store.dir / (key.digest() + ".part")).stat().st_size == len(data)
         src.release()
         path = await store.ensure_complete(f)
         assert path == store.dir / key.digest()
         assert not (store.dir / (key.digest() + ".part")).exists()
-        assert store.path_if_complete(key) == path
+        assert store.is_complete(key)
         store.close(f)
-
-
-async def test_copy_to(tmp_path: Path) -> None:
-    data = pattern(25 * BS + 7)
-    src = FakeSource(data)
-    dest = tmp_path / "copy"
-    async with running_store(tmp_path / "cache", block_size=BS) as store:
-        f = store.open(key_for(data), src.fetch)
-        await store.copy_to(f, dest)
-        store.close(f)
-    assert dest.read_bytes() == data
-    assert stat.S_IMODE(dest.stat().st_mode) == 0o600
 
 
 async def test_store_must_be_running_to_fetch(tmp_path: Path) -> None:
@@ -600,7 +588,7 @@ class HeldWrites:
         self.hold_from = hold_from
         self.error = error
         self.gate = threading.Event()
-        self._real = content_module._timed_pwrite
+        self._real = writer_module.timed_pwrite
 
     def __call__(self, fd: int, data: memoryview, offset: int) -> float:
         if offset >= self.hold_from:
@@ -619,7 +607,7 @@ async def test_slow_writes_go_to_a_thread_and_reads_are_served_from_the_queue(
     data = pattern(4 << 20)
     src = FakeSource(data, chunk_size=128 * KIB)
     held = HeldWrites(hold_from=512 * KIB)
-    monkeypatch.setattr(content_module, "_timed_pwrite", held)
+    monkeypatch.setattr(writer_module, "timed_pwrite", held)
     try:
         async with running_store(tmp_path, **SLOW) as store:
             f = store.open(key_for(data), src.fetch)
@@ -632,7 +620,7 @@ async def test_slow_writes_go_to_a_thread_and_reads_are_served_from_the_queue(
             # Not in the cache file yet: those reads were answered from memory.
             part = store.dir / (key_for(data).digest() + ".part")
             assert part.read_bytes()[512 * KIB : 1 << 20] == bytes(512 * KIB)
-            # The stream receives at most _WRITE_BEHIND ahead of the held write.
+            # The stream receives at most WRITE_BEHIND ahead of the held write.
             assert src.calls[0].served <= 512 * KIB + (8 << 20)
             held.release()
             assert (await store.ensure_complete(f)).read_bytes() == data
@@ -648,7 +636,7 @@ async def test_bytes_read_from_memory_are_written_even_when_the_file_is_closed(
     data = pattern(4 << 20)
     src = FakeSource(data, chunk_size=128 * KIB)
     held = HeldWrites(hold_from=1 << 20)
-    monkeypatch.setattr(content_module, "_timed_pwrite", held)
+    monkeypatch.setattr(writer_module, "timed_pwrite", held)
     try:
         async with running_store(tmp_path, **SLOW) as store:
             f = store.open(key_for(data), src.fetch)
@@ -673,7 +661,7 @@ async def test_a_failed_write_fails_the_read(
     data = pattern(2 << 20)
     src = FakeSource(data, chunk_size=128 * KIB)
     full = OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(content_module, "_timed_pwrite", HeldWrites(1 << 20, error=full))
+    monkeypatch.setattr(writer_module, "timed_pwrite", HeldWrites(1 << 20, error=full))
     async with running_store(tmp_path, **SLOW) as store:
         f = store.open(key_for(data), src.fetch)
         assert await store.read(f, 0, 100) == data[:100]
@@ -774,7 +762,7 @@ async def test_complete_entry_survives_an_abandoned_store(tmp_path: Path) -> Non
         f = store2.open(key, no_fetch)
         assert await store2.read(f, 0, len(data)) == data
         store2.close(f)
-    store._db.close()
+    store._index.close()
 
 
 async def test_partial_entry_resumes_after_a_restart(tmp_path: Path) -> None:
@@ -1089,12 +1077,12 @@ async def test_adopt_refuses_what_does_not_fit(tmp_path: Path) -> None:
 
 def wait_for_no_deleted_files(directory: Path) -> None:
     """The deleting thread runs on its own: poll for its result."""
-    import time
-
-    deadline = time.monotonic() + 30
-    while any(n.endswith(".deleted") for n in os.listdir(directory)):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(
+        lambda: not any(n.endswith(".deleted") for n in os.listdir(directory)),
+        30,
+        "the evicted files to be deleted",
+        interval=0.01,
+    )
 
 
 async def test_a_large_evicted_entry_goes_without_touching_its_successor(tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from bimfs.api.auth import StaticToken
-from bimfs.api.client import BimplusClient, Download
+from bimfs.api.client import BimplusClient
+from bimfs.api.download import Download
 from bimfs.cache.content import ContentKey, Fetcher
 from tests.cache.fakes import running_store
 from tests.support.emulator import Emulator

@@ -12,6 +12,7 @@ import trio
 
 from bimfs.cache.errors import JournalEntryNotFoundError, JournalError
 from bimfs.cache.journal import Journal
+from tests.support.processes import wait_until
 
 
 def save(journal: Journal, key: str, content: bytes, **meta: object) -> str:
@@ -143,8 +144,6 @@ def test_complete_may_hand_the_content_over_instead_of_deleting_it(tmp_path: Pat
 
 
 def test_a_large_sent_content_is_deleted_off_the_callers_thread(tmp_path: Path) -> None:
-    import time
-
     journal = Journal(tmp_path)
     big = save(journal, "doc:1", os.urandom(20 << 20))
     entry = journal.get(big)
@@ -154,10 +153,7 @@ def test_a_large_sent_content_is_deleted_off_the_callers_thread(tmp_path: Path) 
     # Gone from the journal at once, whatever the deletion of its file still takes.
     assert journal.entries() == []
     assert Journal(tmp_path).entries() == []
-    deadline = time.monotonic() + 30
-    while data.exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(lambda: not data.exists(), 30, "the sent file to be deleted", interval=0.01)
     assert files(journal) == []
 
 

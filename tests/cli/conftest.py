@@ -1,7 +1,8 @@
-"""Fixtures of the command-line tests: daemon and foreground mounts that are always cleaned up.
+"""Fixtures of the command-line tests: daemon mounts that are always cleaned up.
 
 Every process a test starts is accounted for at teardown: mounts are unmounted (the mount
-process must then end), and anything still alive is killed by its pid.
+process must then end), and anything still alive is killed by its pid. Foreground mounts come
+from ``mount_factory`` (``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.helpers import Daemon, base_env
-from tests.mount.conftest import Mount, finish_mounts
-from tests.support.emulator import Emulator
+from tests.support.mount import fail_once
 
 
 @pytest.fixture
@@ -28,26 +28,4 @@ def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
         return d
 
     yield factory
-    failures = []
-    for d in daemons:
-        try:
-            d.stop()
-        except AssertionError as exc:
-            failures.append(str(exc))
-    if failures:
-        pytest.fail("\n".join(failures))
-
-
-@pytest.fixture
-def foreground_factory(tmp_path: Path) -> Iterator[Callable[..., Mount]]:
-    """``foreground_factory(emulator, *args)`` -> a ready ``bimfs mount --foreground`` (the
-    mount tests' ``Mount``); unmounted at teardown, its log checked for errors."""
-    mounts: list[Mount] = []
-
-    def factory(emu: Emulator, *args: str) -> Mount:
-        m = Mount(emu, tmp_path / f"f{len(mounts)}", args)
-        mounts.append(m)
-        return m
-
-    yield factory
-    finish_mounts(mounts)
+    fail_once(d.stop for d in daemons)

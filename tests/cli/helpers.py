@@ -2,11 +2,12 @@
 
 ``run_bimfs`` runs one command (``python -m bimfs ...``) to completion. ``Daemon`` is a
 ``bimfs mount`` without ``--foreground``: the command returns once the mount is ready and a
-detached process serves it (foreground mounts reuse ``tests.mount.conftest.Mount``).
+detached process serves it (foreground mounts are ``tests.support.mount.Mount``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,12 +16,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tests.support.emulator import Emulator
+from tests.support.processes import WaitTimeout, cmdline, fusermount, pid_alive, wait_until
 
 SLUG = "bimfs-demo"
 DEADLINE = 30.0
@@ -31,18 +31,6 @@ JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 
 # -- small helpers -----------------------------------------------------------------------------
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    """Poll ``condition`` until it returns something true; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.03)
 
 
 def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -79,29 +67,6 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     assert len(lines) == 1, f"expected one line on stderr, got {result.stderr!r}"
     assert lines[0].startswith("bimfs: "), lines[0]
     return lines[0]
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie waiting for its parent counts as ended)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            state = fh.read().rsplit(")", 1)[-1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def cmdline(pid: int) -> str:
-    """A process's command line, arguments joined by spaces ('' once it is gone)."""
-    try:
-        return (
-            Path(f"/proc/{pid}/cmdline")
-            .read_bytes()
-            .replace(b"\0", b" ")
-            .decode("utf-8", "replace")
-        )
-    except OSError:
-        return ""
 
 
 def all_cmdlines() -> dict[int, str]:
@@ -169,14 +134,6 @@ def write_random(path: Path, size: int, seed: int = 1) -> str:
     return digest.hexdigest()
 
 
-def write_token(path: Path, token: str) -> Path:
-    """A 0600 token file, as a user would keep one."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(token + "\n")
-    return path
-
-
 def issued_token(emu: Emulator) -> str:
     """A token the emulator issues at a legacy login: it is on no process's command line
     (unlike the emulator's fixed ``--token``)."""
@@ -230,20 +187,19 @@ class Daemon:
         """Wait until the serving process has ended."""
         pid = self.pid
         if pid is not None:
-            wait_until(lambda: not pid_alive(pid), f"the mount process {pid} to exit", timeout)
+            wait_until(lambda: not pid_alive(pid), timeout, f"the mount process {pid} to exit")
 
     def stop(self) -> None:
         """Unmount if still mounted, wait for the process, kill it if it hangs. Idempotent."""
         if os.path.ismount(self.path):
-            subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True, check=False)
+            fusermount(self.path)
         pid = self.pid
         if pid is None:
             return
-        deadline = time.monotonic() + DEADLINE
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        with contextlib.suppress(WaitTimeout):
+            self.wait_exit()
         # Only ever our own process: the pid could have been reused by then.
         if pid_alive(pid) and str(self.path) in cmdline(pid):
             os.kill(pid, signal.SIGKILL)
-            subprocess.run(["fusermount3", "-uz", str(self.path)], capture_output=True, check=False)
+            fusermount(self.path, lazy=True)
             raise AssertionError(f"the mount process {pid} did not exit after unmount")

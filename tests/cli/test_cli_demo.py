@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.helpers import base_env, processes_mentioning, wait_until
+from tests.cli.helpers import (
+    DEADLINE,
+    base_env,
+    processes_mentioning,
+)
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.mount
 
@@ -45,7 +50,7 @@ def check_demo_run(result: subprocess.CompletedProcess[str], mountpoint: Path, d
     assert not any(".v1." in line for line in lines), out
     # Nothing left behind: no mount, no emulator, no mount process.
     assert not os.path.ismount(mountpoint)
-    wait_until(lambda: not processes_mentioning(str(data)), "no demo process left")
+    wait_until(lambda: not processes_mentioning(str(data)), DEADLINE, "no demo process left")
     assert not processes_mentioning(str(mountpoint))
 
 

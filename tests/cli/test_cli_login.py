@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,10 +31,9 @@ from tests.cli.helpers import (
     new_project,
     read_status,
     server_docs,
-    wait_until,
-    write_token,
 )
 from tests.support.emulator import Emulator
+from tests.support.processes import read_line_until, wait_until, write_token
 
 pytestmark = pytest.mark.mount
 
@@ -45,24 +42,13 @@ def read_login_url(proc: subprocess.Popen[bytes], seen: list[str]) -> str:
     """Read the login's stderr until it prints the URL to open (raw reads: a buffered reader
     could hold the line while ``select`` waits for more)."""
     assert proc.stderr is not None
-    fd = proc.stderr.fileno()
-    deadline = time.monotonic() + DEADLINE
-    buf = b""
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.5)
-        if not ready:
-            continue
-        data = os.read(fd, 4096)
-        if not data:
-            break
-        buf += data
-        while b"\n" in buf:
-            raw, buf = buf.split(b"\n", 1)
-            line = raw.decode()
-            seen.append(line + "\n")
-            if line.strip().startswith("http"):
-                return line.strip()
-    raise AssertionError(f"no login URL printed: {seen}")
+    url, lines = read_line_until(
+        proc.stderr, lambda line: line.strip().startswith("http"), DEADLINE
+    )
+    seen.extend(line + "\n" for line in lines)
+    if url is None:
+        raise AssertionError(f"no login URL printed: {seen}")
+    return url.strip()
 
 
 def bimfs_login(emulator: Emulator, env: dict[str, str]) -> tuple[str, str]:
@@ -112,8 +98,8 @@ def exercise(emulator: Emulator, d: Daemon, project: str) -> None:
     )
     project_id = emulator.project_id(SLUG, project)
     d.p(SLUG, project, "saved.txt").write_bytes(b"saved through the mount\n")
-    wait_until(lambda: "saved.txt" in server_docs(emulator, project_id), "the upload")
-    wait_until(lambda: read_status(d.path)["pending"] == 0, "no pending upload")
+    wait_until(lambda: "saved.txt" in server_docs(emulator, project_id), DEADLINE, "the upload")
+    wait_until(lambda: read_status(d.path)["pending"] == 0, DEADLINE, "no pending upload")
     doc = server_docs(emulator, project_id)["saved.txt"]
     assert emulator.download(SLUG, doc["id"]) == b"saved through the mount\n"
 

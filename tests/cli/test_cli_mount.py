@@ -15,19 +15,18 @@ import pytest
 
 from tests.cli.helpers import (
     CREATE,
+    DEADLINE,
     SLUG,
     Daemon,
     new_project,
     one_error_line,
-    pid_alive,
     processes_mentioning,
     read_status,
     run_bimfs,
     server_docs,
-    wait_until,
-    write_token,
 )
 from tests.support.emulator import Emulator
+from tests.support.processes import pid_alive, wait_until, write_token
 
 pytestmark = pytest.mark.mount
 
@@ -126,7 +125,9 @@ def assert_failed_cleanly(d: Daemon, result: subprocess.CompletedProcess[str], *
     assert result.stdout == ""
     assert not os.path.ismount(d.path)
     # The daemon child reported the error and exited before the command returned.
-    wait_until(lambda: not processes_mentioning(str(d.path)), "no process for the mountpoint")
+    wait_until(
+        lambda: not processes_mentioning(str(d.path)), DEADLINE, "no process for the mountpoint"
+    )
     return line
 
 
@@ -278,7 +279,9 @@ def test_team_roots_the_mount_at_that_team(emulator: Emulator, mount: MountFn) -
     )
     # A save lands in that team's project.
     d.p("Bridge Renovation", "from-team-root.txt").write_bytes(b"team root\n")
-    wait_until(lambda: "from-team-root.txt" in server_docs(emulator, pid, "acme-build"), "upload")
+    wait_until(
+        lambda: "from-team-root.txt" in server_docs(emulator, pid, "acme-build"), DEADLINE, "upload"
+    )
     doc = server_docs(emulator, pid, "acme-build")["from-team-root.txt"]
     assert emulator.download("acme-build", doc["id"]) == b"team root\n"
 
@@ -296,8 +299,8 @@ def test_local_only_patterns_keep_files_off_the_server(
     }
     for name, data in files.items():
         (project / name).write_bytes(data)
-    wait_until(lambda: "kept.txt" in server_docs(emulator, pid), "the upload of kept.txt")
-    wait_until(lambda: read_status(d.path)["pending"] == 0, "no pending upload")
+    wait_until(lambda: "kept.txt" in server_docs(emulator, pid), DEADLINE, "the upload of kept.txt")
+    wait_until(lambda: read_status(d.path)["pending"] == 0, DEADLINE, "no pending upload")
 
     assert list(server_docs(emulator, pid)) == ["kept.txt"]
     assert emulator.count(CREATE) == 1

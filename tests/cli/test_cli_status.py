@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.cli.helpers import (
+    DEADLINE,
     SLUG,
     Daemon,
     new_project,
@@ -21,13 +22,12 @@ from tests.cli.helpers import (
     run_bimfs,
     server_docs,
     server_sha256,
-    wait_until,
     write_random,
-    write_token,
 )
 from tests.cli.proxy import GateProxy
-from tests.mount.conftest import Mount
 from tests.support.emulator import Emulator
+from tests.support.mount import Mount
+from tests.support.processes import wait_until, write_token
 
 pytestmark = pytest.mark.mount
 
@@ -95,7 +95,7 @@ def test_status_shows_failed_upload_with_reason(
     d = daemon("--write-back-delay", "0.2")
     path = d.p("acme-build", "Tender Documents", "over-quota.txt")
     path.write_bytes(b"too much for this team\n")
-    wait_until(lambda: read_status(d.path)["failed"], "the upload to fail")
+    wait_until(lambda: read_status(d.path)["failed"], DEADLINE, "the upload to fail")
 
     status = status_json(d.path)
     assert status["pending"] == 0
@@ -144,7 +144,7 @@ def test_status_shows_upload_in_progress(
                 return dict(t)
         return None
 
-    transfer = wait_until(in_progress, "the upload to be in progress")
+    transfer = wait_until(in_progress, DEADLINE, "the upload to be in progress")
     status = status_json(d.path)
     [t] = status["transfers"]
     assert t["name"] == "big.bin"
@@ -157,7 +157,7 @@ def test_status_shows_upload_in_progress(
     assert "/32.0 MiB" in line, line
 
     proxy.release()
-    wait_until(lambda: read_status(d.path)["pending"] == 0, "the upload to finish")
+    wait_until(lambda: read_status(d.path)["pending"] == 0, DEADLINE, "the upload to finish")
     assert read_status(d.path)["transfers"] == []
     doc = server_docs(emulator, pid)["big.bin"]
     assert server_sha256(emulator, SLUG, doc["id"]) == (size, digest)
@@ -176,7 +176,9 @@ def test_status_shows_cache_use(emulator: Emulator, daemon: Callable[..., Daemon
         while fh.read(MiB):
             pass
     wait_until(
-        lambda: read_status(d.path)["cache"]["bytes_used"] >= 3 * MiB, "the file in the cache"
+        lambda: read_status(d.path)["cache"]["bytes_used"] >= 3 * MiB,
+        DEADLINE,
+        "the file in the cache",
     )
     cache = status_json(d.path)["cache"]
     assert cache["budget"] == 64 * MiB
@@ -213,12 +215,12 @@ def test_status_of_something_else_fails_with_one_line(tmp_path: Path) -> None:
 def test_status_still_lists_mounts_beside_a_dead_one(
     emulator: Emulator,
     daemon: Callable[..., Daemon],
-    foreground_factory: Callable[..., Mount],
+    mount_factory: Callable[..., Mount],
 ) -> None:
     """A mount whose process died (kill -9) leaves a dead mountpoint behind; ``bimfs status``
     must still show the working mounts."""
     alive = daemon()
-    dead = foreground_factory(emulator)
+    dead = mount_factory(emulator)
     assert dead.process is not None
     dead.process.kill()
     dead.process.wait()

@@ -22,15 +22,13 @@ from tests.cli.helpers import (
     Daemon,
     new_project,
     one_error_line,
-    pid_alive,
     read_status,
     run_bimfs,
     server_docs,
-    wait_until,
-    write_token,
 )
-from tests.mount.conftest import Mount
 from tests.support.emulator import Emulator
+from tests.support.mount import Mount
+from tests.support.processes import pid_alive, wait_until, write_token
 
 pytestmark = pytest.mark.mount
 
@@ -80,7 +78,7 @@ def test_unmount_timeout_lists_what_cannot_be_sent_and_stays_mounted(
     project = d.p(SLUG, "Unmount Fail")
     (project / "a.txt").write_bytes(b"cannot be sent yet\n")
     (project / "b.txt").write_bytes(b"neither can this\n")
-    wait_until(lambda: emulator.count(CREATE) >= 1, "a refused upload attempt")
+    wait_until(lambda: emulator.count(CREATE) >= 1, DEADLINE, "a refused upload attempt")
 
     result = run_bimfs("unmount", d.path, "--timeout", "1")
     assert result.returncode == 1
@@ -116,11 +114,11 @@ def test_unmount_of_something_else_fails_with_one_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_to_foreground_mount_sends_pending_upload(
     emulator: Emulator,
-    foreground_factory: Callable[..., Mount],
+    mount_factory: Callable[..., Mount],
     signum: signal.Signals,
 ) -> None:
     pid = new_project(emulator, "Signal")
-    m = foreground_factory(emulator, "--write-back-delay", "60")
+    m = mount_factory(emulator, "--write-back-delay", "60")
     m.p(SLUG, "Signal", "unsent.txt").write_bytes(b"sent on the way out\n")
     assert read_status(m.path)["pending"] == 1
     assert server_docs(emulator, pid) == {}
@@ -165,30 +163,30 @@ def refused_save_then_sigterm(emulator: Emulator, m: Mount, name: str) -> float:
 
 
 def test_unsent_save_at_exit_resumes_on_the_next_mount(
-    emulator: Emulator, foreground_factory: Callable[..., Mount]
+    emulator: Emulator, mount_factory: Callable[..., Mount]
 ) -> None:
     pid = new_project(emulator, "Drain Resume")
-    m = foreground_factory(emulator, "--write-back-delay", "60", "--drain-timeout", "0.5")
+    m = mount_factory(emulator, "--write-back-delay", "60", "--drain-timeout", "0.5")
     refused_save_then_sigterm(emulator, m, "Drain Resume")
     assert server_docs(emulator, pid) == {}
 
     emulator.set_faults(fail_rate=0.0, routes=[])
     m.args = ("--write-back-delay", "0.2")
     m.start()
-    wait_until(lambda: "kept.txt" in server_docs(emulator, pid), "the resumed upload")
+    wait_until(lambda: "kept.txt" in server_docs(emulator, pid), DEADLINE, "the resumed upload")
     docs = server_docs(emulator, pid)
     assert list(docs) == ["kept.txt"]
     assert emulator.download(SLUG, docs["kept.txt"]["id"]) == b"kept for the next mount\n"
 
 
 def test_sigterm_waits_at_most_the_drain_timeout(
-    emulator: Emulator, foreground_factory: Callable[..., Mount]
+    emulator: Emulator, mount_factory: Callable[..., Mount]
 ) -> None:
     """docs/configuration.md: ``--drain-timeout`` is how long SIGINT/SIGTERM waits for pending
     uploads before exiting (not twice that)."""
     new_project(emulator, "Drain Bound")
     drain = 3.0
-    m = foreground_factory(emulator, "--write-back-delay", "60", "--drain-timeout", str(drain))
+    m = mount_factory(emulator, "--write-back-delay", "60", "--drain-timeout", str(drain))
     took = refused_save_then_sigterm(emulator, m, "Drain Bound")
     # A generous margin for a busy machine, still well below twice the drain timeout.
     assert took < drain + 2.0, f"exit took {took:.1f} s with --drain-timeout {drain:g}\n{m.log()}"

@@ -1,4 +1,4 @@
-"""The one errno mapping covers every API error class."""
+"""The one errno mapping covers every API and cache error class."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import inspect
 
 from bimfs.api import errors as api
 from bimfs.cache import errors as cache_errors
-from bimfs.fuse.errno_map import API_ERRNO, to_errno
+from bimfs.fuse.errno_map import API_ERRNO, CACHE_ERRNO, to_errno
 from bimfs.vfs.nodes import FsError
 
 
@@ -18,10 +18,25 @@ def _api_error_classes() -> list[type[api.ApiError]]:
     ]  # fmt: skip
 
 
+def _cache_error_classes() -> list[type[cache_errors.CacheError]]:
+    return [
+        cls for _, cls in inspect.getmembers(cache_errors, inspect.isclass)
+        if issubclass(cls, cache_errors.CacheError)
+    ]  # fmt: skip
+
+
 def test_every_api_error_class_has_its_own_entry() -> None:
     mapped = {cls for cls, _ in API_ERRNO}
     missing = [cls.__name__ for cls in _api_error_classes() if cls not in mapped]
     assert not missing, f"no errno for {missing}"
+
+
+def test_every_cache_error_class_has_its_own_entry() -> None:
+    mapped = {cls for cls, _ in CACHE_ERRNO}
+    missing = [cls.__name__ for cls in _cache_error_classes() if cls not in mapped]
+    assert not missing, f"no errno for {missing}"
+    for cls, value in CACHE_ERRNO:
+        assert to_errno(cls("x")) == value, cls
 
 
 def test_specific_errnos() -> None:
@@ -41,7 +56,8 @@ def test_specific_errnos() -> None:
 
 
 def test_most_specific_first() -> None:
-    seen: list[type[BaseException]] = []
-    for cls, _ in API_ERRNO:
-        assert not any(issubclass(cls, earlier) for earlier in seen), cls
-        seen.append(cls)
+    for table in (API_ERRNO, CACHE_ERRNO):
+        seen: list[type[BaseException]] = []
+        for cls, _ in table:
+            assert not any(issubclass(cls, earlier) for earlier in seen), cls
+            seen.append(cls)

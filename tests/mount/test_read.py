@@ -7,7 +7,6 @@ import json
 import math
 import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,11 @@ import pytest
 
 from bimfs.api.models import parse_time
 from bimfs.vfs.names import NameRequest, assign_names, safe_name, version_file_name
-from tests.mount.conftest import Mount
 from tests.support.emulator import Emulator
+from tests.support.mount import Mount
+from tests.support.processes import wait_until
+
+pytestmark = pytest.mark.mount
 
 DOWNLOAD = "GET /v2/{slug}/attachments/{id}/download"
 VERSION_DOWNLOAD = "GET /v2/{slug}/attachments/{id}/versions/{n}/download"
@@ -268,10 +270,9 @@ def test_document_changed_through_the_api_shows_after_the_ttl(
         f"/{slug}/attachments/{doc['id']}/versions",
         files={"file": (doc["fileName"], new, "application/octet-stream")},
     )
-    deadline = time.monotonic() + 15
-    while path.stat().st_size != len(new):
-        assert time.monotonic() < deadline, "new size not visible after the TTL"
-        time.sleep(0.2)
+    wait_until(
+        lambda: path.stat().st_size == len(new), 15, "the new size after the TTL", interval=0.2
+    )
     assert path.read_bytes() == new != before
 
 

@@ -15,8 +15,11 @@ from typing import Any
 
 import pytest
 
-from tests.mount.conftest import Mount
 from tests.support.emulator import Emulator
+from tests.support.mount import Mount
+from tests.support.processes import wait_until
+
+pytestmark = pytest.mark.mount
 
 SLUG = "bimfs-demo"
 CREATE = "POST /v2/{slug}/projects/{pid}/attachments"
@@ -237,12 +240,12 @@ def test_no_update_right_fails_at_open(emulator: Emulator, project: Project) -> 
     doc = project.seed("locked.txt", b"locked")
     emulator.admin("PUT", f"/attachments/{doc['id']}/rights", json={"update": False})
     project.mount.emulator.reset_stats()
-    import time
-
-    deadline = time.monotonic() + 10
-    while os.stat(project.dir / "locked.txt").st_mode & 0o200:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_until(
+        lambda: not os.stat(project.dir / "locked.txt").st_mode & 0o200,
+        10,
+        "the file to turn read-only",
+        interval=0.2,
+    )
     with pytest.raises(PermissionError):
         open(project.dir / "locked.txt", "r+b")  # noqa: SIM115
     assert project.versions("locked.txt")[-1]["version"] in (1, "1")
@@ -284,15 +287,17 @@ def test_quota_exceeded_shows_failed_and_keeps_content(
     path = project.dir / "big.bin"
     data = os.urandom(100_000)
     path.write_bytes(data)
-    import time
 
-    deadline = time.monotonic() + 30
-    while True:
+    def failed() -> str | None:
         state = os.getxattr(path, "user.bimfs.state").decode()
-        if state.startswith("failed"):
-            break
-        assert time.monotonic() < deadline, state
-        time.sleep(0.1)
+        return state if state.startswith("failed") else None
+
+    state = wait_until(
+        failed,
+        30,
+        lambda: f"a failed upload: {os.getxattr(path, 'user.bimfs.state')!r}",
+        interval=0.1,
+    )
     assert "quota" in state.lower() or "403" in state
     assert path.read_bytes() == data
     status = project.mount.bimfs("status", str(project.mount.path), "--json")
@@ -424,7 +429,6 @@ def test_status_shows_a_save_streamed_while_it_is_written(
     emulator: Emulator, mount_factory: Any
 ) -> None:
     import json
-    import time
 
     from bimfs.cli import format_status
 
@@ -434,16 +438,17 @@ def test_status_shows_a_save_streamed_while_it_is_written(
     with open(p.dir / "growing.bin", "wb") as fh:
         fh.write(data)
         fh.flush()
+
         # Still open, so the status is read in this process (a child would close the file on
         # exec, and that close is a save): the bytes travel already, and the status says so.
-        deadline = time.monotonic() + 30
-        while True:
-            status = json.loads(os.getxattr(m.path, "user.bimfs.status"))
+        def streaming() -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+            status = m.status()
             streams = [t for t in status["transfers"] if t["state"] == "streaming"]
-            if streams and streams[0]["sent"] > 0:
-                break
-            assert time.monotonic() < deadline, status
-            time.sleep(0.05)
+            return (status, streams) if streams and streams[0]["sent"] > 0 else None
+
+        status, streams = wait_until(
+            streaming, 30, lambda: f"bytes streamed while written: {m.status()}", interval=0.05
+        )
         assert streams[0]["path"].endswith("/stream-status/growing.bin")
         assert streams[0]["size"] == len(data)
         text = format_status(status)
@@ -483,8 +488,6 @@ def test_what_was_saved_is_read_back_without_a_download(
 
 
 def test_a_reader_sees_what_a_write_only_writer_wrote(emulator: Emulator, mount: Mount) -> None:
-    import time
-
     p = Project(emulator, mount, "coherence")
     old = b"A" * 300_000
     p.seed("shared.bin", old)
@@ -499,10 +502,12 @@ def test_a_reader_sees_what_a_write_only_writer_wrote(emulator: Emulator, mount:
         finally:
             os.close(writer)
         expected = old[:5000] + b"B" * 1000 + old[6000:]
-        deadline = time.monotonic() + 10
-        while os.pread(reader, 1000, 5000) != b"B" * 1000:  # the stale pages are dropped
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until(  # the stale pages are dropped
+            lambda: os.pread(reader, 1000, 5000) == b"B" * 1000,
+            10,
+            "the written bytes",
+            interval=0.01,
+        )
         assert os.pread(reader, len(old), 0) == expected
     finally:
         os.close(reader)

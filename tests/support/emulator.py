@@ -12,19 +12,12 @@ a loopback round trip only). Every helper talks real HTTP to the process.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bimfs.emulator.ready import EmulatorStartError, wait_ready
-
-START_TIMEOUT = 15.0
-STOP_TIMEOUT = 10.0
+from tests.support.processes import EmulatorProcess
 
 
 class EmulatorError(RuntimeError):
@@ -36,106 +29,18 @@ class EmulatorError(RuntimeError):
         self.body = body
 
 
-class Emulator:
-    """A running emulator process and helpers to drive it over HTTP."""
+class Emulator(EmulatorProcess):
+    """A running emulator process (``tests.support.processes``) and helpers to drive it over
+    HTTP."""
 
-    base: str
-    url: str
-    token: str
-    data_dir: Path
-    process: subprocess.Popen[bytes]
-
-    def __init__(self, data_dir: Path, args: tuple[str, ...], token: str, seed: str) -> None:
-        self.data_dir = Path(data_dir)
-        self.token = token
-        self.seed = seed
-        self.args = args
-        self.port = 0
-        self._client: httpx.Client | None = None
-        self._launch(0)
-
-    # -- process control -------------------------------------------------------------------
-
-    def _command(self, port: int) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "bimfs.emulator",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(self.data_dir),
-            "--seed",
-            self.seed,
-            "--token",
-            self.token,
-            *self.args,
-        ]
-
-    def _launch(self, port: int) -> None:
-        env = dict(os.environ)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        # stderr is inherited so that pytest shows the emulator's warnings with a failing test.
-        self.process = subprocess.Popen(
-            self._command(port), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env
-        )
-        try:
-            self.url = wait_ready(self.process, START_TIMEOUT)
-        except EmulatorStartError as exc:
-            self._kill()
-            code = self.process.wait(timeout=STOP_TIMEOUT)
-            raise RuntimeError(f"{exc} (exit status {code})") from None
-        except BaseException:
-            self._kill()
-            raise
-        self.base = self.url.removesuffix("/v2")
-        self.port = int(self.base.rsplit(":", 1)[1])
-
-    def _kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=STOP_TIMEOUT)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+    _client: httpx.Client | None = None
 
     def stop(self) -> None:
-        """SIGTERM the process, wait for it, kill it if it does not stop in time. Idempotent."""
+        """Close the helpers' connections, then stop the process (see ``EmulatorProcess``)."""
         if self._client is not None:
             self._client.close()
             self._client = None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=STOP_TIMEOUT)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-    def restart(self) -> None:
-        """Stop and start again on the same data dir, on the same port when it is still free."""
-        port = self.port
-        self.stop()
-        try:
-            self._launch(port)
-        except RuntimeError:
-            self._launch(0)
-
-    @property
-    def pid(self) -> int:
-        """The emulator's process id."""
-        return self.process.pid
-
-    def peak_rss(self) -> int:
-        """The process's peak resident set size in bytes (``VmHWM``)."""
-        text = Path(f"/proc/{self.process.pid}/status").read_text()
-        for line in text.splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        raise RuntimeError("VmHWM not found")
+        super().stop()
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -329,7 +234,7 @@ def start_emulator(
 ) -> Emulator:
     """Start ``python -m bimfs.emulator`` on a free loopback port with ``data_dir`` and wait until
     it is ready. Extra CLI arguments pass through (``"--fail-rate", "0.3"``)."""
-    return Emulator(Path(data_dir), tuple(args), token, seed)
+    return Emulator(Path(data_dir), *args, token=token, seed=seed)
 
 
 @contextlib.contextmanager

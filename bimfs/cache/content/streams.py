@@ -1,0 +1,468 @@
+"""The downloads that fill entries: read-ahead streams, far reads, parallel range streams.
+
+A missing block starts a background *stream* at that block which keeps writing forward
+(read-ahead) until it reaches a filled block, the start of another stream, or EOF, so a
+sequential reader is served by one HTTP request. A read far ahead of every stream
+(``far_distance``) starts its own ranged stream and takes over the rest of the range from the
+stream that would have got there later.
+
+Parallel streams: in a file of at least ``min_parallel_size`` bytes a stream that runs below
+``parallel_below`` bytes/s over its first ``SPLIT_PROBE`` seconds splits the rest of its range
+into up to ``max_streams`` streams. Several streams pay where each one is held to a rate (a far
+or throttled server); where one stream is fast the mount itself is the limit and more streams
+only add work. (``parallel_below=None`` splits a fresh region at once.) The first stream asks
+alone, the others after its first bytes arrived, so the request a reader waits on is never
+queued behind them. If the server ignores ranges (the download starts before the offset asked
+for, or a range from 0 gets the whole body) the entry falls back to one stream from that
+offset, writing everything it receives, and never starts parallel streams again. Streams of an
+entry never overlap, so no block is fetched twice while they run.
+
+A stream whose body ends short (the download raises an error with ``retryable`` true, or its
+body simply stops) is retried from where it stopped, with backoff, ``fetch_retries`` times;
+then the reads waiting on it fail with that error, unchanged. A body longer than the key's size
+raises ``ContentSizeError``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from bimfs.backoff import backoff
+from bimfs.cache.content.entries import Entry
+from bimfs.cache.content.keys import Fetcher
+from bimfs.cache.content.writer import THREAD_WRITE_MIN, WRITE_BEHIND, Writes
+from bimfs.cache.errors import ContentShortError, ContentSizeError
+
+__all__ = ["SPLIT_PROBE", "Stream", "StreamSettings", "Streams"]
+
+log = logging.getLogger("bimfs.cache.content")
+
+SPLIT_PROBE = 0.1
+"""How long (seconds from its first byte) a stream runs alone before its rate decides whether
+the rest of its range is worth splitting into parallel streams."""
+
+# Backoff before the n-th retry of a stream: _RETRY_BASE * 2**(n-1), capped, with jitter.
+_RETRY_BASE = 0.5
+_RETRY_CAP = 8.0
+_JITTER = (0.75, 1.25)
+
+
+class Stream:
+    """One background download writing bytes ``[pos, end_block * block_size)`` of an entry."""
+
+    __slots__ = (
+        "after",
+        "block_size",
+        "closing",
+        "done",
+        "end_block",
+        "entry",
+        "error",
+        "fetch",
+        "from_writer",
+        "may_split",
+        "opened",
+        "pos",
+        "probe",
+        "queue",
+        "queued",
+        "received",
+        "scope",
+        "start_block",
+        "started",
+        "to_writer",
+        "write_error",
+        "writer",
+        "wstart",
+    )
+
+    def __init__(
+        self,
+        entry: Entry,
+        fetch: Fetcher,
+        start_block: int,
+        end_block: int,
+        block_size: int,
+        after: Stream | None = None,
+    ) -> None:
+        self.entry = entry
+        self.fetch = fetch
+        self.block_size = block_size
+        self.start_block = start_block
+        # Lowered when another stream takes over the rest of the range; never below pos.
+        self.end_block = end_block
+        self.pos = start_block * block_size
+        # Start of the bytes this stream wrote without a gap up to pos: only blocks inside
+        # [wstart, pos) may be marked filled by it.
+        self.wstart = self.pos
+        # Received chunks not yet in the file, covering [pos, pos + queued) without a gap: the
+        # stream's writer task writes them in order in a worker thread, and reads are served
+        # from them meanwhile. Used only while writes are slow (see thread_writes_below).
+        self.queue: deque[memoryview] = deque()
+        self.queued = 0
+        self.writer: trio.Event | None = None  # set when the writer task has ended
+        self.to_writer = trio.Event()
+        self.from_writer = trio.Event()
+        self.closing = False
+        self.write_error: OSError | None = None
+        # Set once this stream's response arrived (or it ended). A parallel segment waits for
+        # its leader's, so the request for the bytes a reader is waiting on goes out alone.
+        self.opened = trio.Event()
+        self.after = after
+        # Whether the stream may still split into parallel streams, and (time, bytes received)
+        # at its first chunk, from which its rate is measured.
+        self.may_split = False
+        self.probe: tuple[float, int] | None = None
+        self.received = 0
+        self.started = trio.current_time()
+        self.error: BaseException | None = None
+        self.done = False
+        self.scope = trio.CancelScope()
+
+    @property
+    def end_bytes(self) -> int:
+        return min(self.end_block * self.block_size, self.entry.key.size)
+
+    @property
+    def recv_end(self) -> int:
+        """End of the bytes this stream has: written up to ``pos``, then queued."""
+        return self.pos + self.queued
+
+    def queued_bytes(self, a: int, b: int) -> bytes:
+        """Bytes ``[a, b)`` from the queue (``pos <= a < b <= recv_end``)."""
+        parts = []
+        off = self.pos
+        for chunk in self.queue:
+            end = off + len(chunk)
+            if end > a:
+                parts.append(chunk[max(a, off) - off : min(b, end) - off])
+                if end >= b:
+                    break
+            off = end
+        return parts[0].tobytes() if len(parts) == 1 else b"".join(parts)
+
+    def covers(self, k: int) -> bool:
+        """True if this stream will write block ``k`` unless stopped."""
+        return not self.done and self.pos // self.block_size <= k < self.end_block
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """How a store's streams behave (the ``ContentStore`` arguments of the same names)."""
+
+    block_size: int
+    max_streams: int
+    min_parallel_size: int
+    far_distance: int
+    fetch_retries: int
+    parallel_below: float | None
+    thread_writes_below: float
+
+
+class Streams:
+    """Starts, splits, runs and retries the streams of a store's entries.
+
+    The store it works for is reached through four callables: ``nursery()`` (the running
+    store's nursery, or ``CacheClosedError``), ``part_file(entry)`` (the writable descriptor of
+    a partial entry, created on first use), ``filled(entry, blocks, nbytes)`` (blocks of the
+    entry were filled) and ``ended(entry)`` (one of its streams ended).
+    """
+
+    def __init__(
+        self,
+        settings: StreamSettings,
+        *,
+        nursery: Callable[[], trio.Nursery],
+        part_file: Callable[[Entry], int],
+        filled: Callable[[Entry, int, int], None],
+        ended: Callable[[Entry], None],
+    ) -> None:
+        self.settings = settings
+        self.writes = Writes(settings.thread_writes_below)
+        self._nursery = nursery
+        self._part_file = part_file
+        self._filled = filled
+        self._ended = ended
+        self._block_size = settings.block_size
+        self._far_blocks = max(1, settings.far_distance // settings.block_size)
+        # A parallel segment is never smaller than this, so small regions use one stream.
+        self._min_segment_blocks = max(
+            1, settings.min_parallel_size // settings.max_streams // settings.block_size
+        )
+
+    # ------------------------------------------------------------------------------ starting
+
+    def stream_for(self, entry: Entry, k: int, fetch: Fetcher) -> Stream:
+        """The stream that will fill block ``k``, started here if no running one will soon."""
+        for s in entry.streams:
+            if s.covers(k):
+                near = k - s.recv_end // self._block_size < self._far_blocks
+                if entry.no_range or near or len(entry.streams) >= 2 * self.settings.max_streams:
+                    return s
+                # A far read: fetch from k now and leave the earlier part to that stream.
+                s.end_block = k
+                break
+        return self._start(entry, k, fetch)
+
+    def _start(self, entry: Entry, k: int, fetch: Fetcher) -> Stream:
+        nursery = self._nursery()
+        self._part_file(entry)
+        settings = self.settings
+        n = entry.nblocks
+        if entry.no_range:
+            region_end = n
+        else:
+            present = entry.blocks.first_present(k + 1, n)
+            region_end = n if present is None else present
+            for s in entry.streams:
+                pb = s.pos // self._block_size
+                if pb > k:
+                    region_end = min(region_end, pb)
+        segments = 1
+        parallel = not entry.no_range and entry.key.size >= settings.min_parallel_size
+        if parallel and settings.parallel_below is None:
+            free = settings.max_streams - len(entry.streams)
+            segments = max(1, min(free, (region_end - k) // self._min_segment_blocks))
+        bounds = [k + (region_end - k) * i // segments for i in range(segments + 1)]
+        leader = Stream(entry, fetch, bounds[0], bounds[1], self._block_size)
+        # With parallel_below, the leader alone first: it splits later if it turns out slow.
+        leader.may_split = parallel and settings.parallel_below is not None
+        streams = [leader] + [
+            Stream(entry, fetch, bounds[i], bounds[i + 1], self._block_size, after=leader)
+            for i in range(1, segments)
+        ]
+        for s in streams:
+            self._launch(nursery, s)
+        entry.notify()
+        return leader
+
+    def _launch(self, nursery: trio.Nursery, s: Stream) -> None:
+        s.entry.streams.append(s)
+        nursery.start_soon(self._run, s)
+
+    def _maybe_split(self, s: Stream) -> None:
+        """After its probe time, split the rest of a slow stream's range into parallel streams.
+
+        One fast stream is best where the mount itself is the limit (a fast link: more streams
+        only add work); several streams pay where each is held to a rate (a far or throttled
+        server), which shows as a rate below ``parallel_below``.
+        """
+        parallel_below = self.settings.parallel_below
+        assert parallel_below is not None
+        now = trio.current_time()
+        if s.probe is None:
+            s.probe = (now, s.received)  # the first chunk: the clock starts now
+            return
+        t0, r0 = s.probe
+        if now - t0 < SPLIT_PROBE:
+            return
+        s.may_split = False
+        entry = s.entry
+        if entry.no_range or (s.received - r0) / (now - t0) >= parallel_below:
+            return
+        # From the block after the next one it has not received, so the leader never loses a
+        # block it has begun (or queued).
+        first = s.recv_end // self._block_size + 2
+        free = self.settings.max_streams - len(entry.streams) + 1
+        n = min(free, (s.end_block - first) // self._min_segment_blocks)
+        if n < 2:
+            return
+        bounds = [first + (s.end_block - first) * i // n for i in range(n + 1)]
+        s.end_block = bounds[1]
+        nursery = self._nursery()
+        for i in range(1, n):
+            stream = Stream(entry, s.fetch, bounds[i], bounds[i + 1], self._block_size)
+            self._launch(nursery, stream)
+        entry.notify()
+
+    # ------------------------------------------------------------------------------- running
+
+    async def _run(self, s: Stream) -> None:
+        entry = s.entry
+        retries = self.settings.fetch_retries
+        attempt = 0
+        try:
+            with s.scope:
+                if s.after is not None:
+                    await s.after.opened.wait()
+                while s.pos < s.end_bytes and not entry.blocks.full:
+                    filled_before = entry.blocks.count
+                    try:
+                        await self._once(s)
+                    except Exception as exc:
+                        if entry.blocks.count > filled_before:
+                            attempt = 0  # it moved forward: a flaky link, not a dead one
+                        if not getattr(exc, "retryable", False) or attempt >= retries:
+                            s.error = exc
+                            log.warning(
+                                "download of %s v%s failed at offset %d: %s",
+                                entry.key.doc_id, entry.key.version, s.pos, exc,
+                            )  # fmt: skip
+                            return
+                        attempt += 1
+                        level = logging.WARNING if attempt == retries else logging.DEBUG
+                        log.log(
+                            level,
+                            "download of %s v%s interrupted at offset %d (%s); retry %d of %d",
+                            entry.key.doc_id, entry.key.version, s.pos, exc, attempt, retries,
+                        )  # fmt: skip
+                        await trio.sleep(
+                            backoff(attempt - 1, base=_RETRY_BASE, cap=_RETRY_CAP, jitter=_JITTER)
+                        )
+        finally:
+            s.done = True
+            s.opened.set()
+            entry.streams.remove(s)
+            entry.notify()
+            self._ended(entry)
+
+    async def _once(self, s: Stream) -> None:
+        """One download from ``s.pos``; returns at the stream's end, raises if cut short."""
+        entry = s.entry
+        writes = self.writes
+        size = entry.key.size
+        start = s.pos
+        end = s.end_bytes
+        async with s.fetch(start, end) as d:
+            if d.total_size is not None and d.total_size != size:
+                raise ContentSizeError(
+                    f"{entry.key.doc_id} v{entry.key.version}: the server has {d.total_size}"
+                    f" bytes, expected {size}"
+                )
+            if d.start > start or 0 < d.start < start:
+                # Only two answers make sense: the range asked for, or the whole body.
+                raise ContentSizeError(
+                    f"{entry.key.doc_id} v{entry.key.version}: asked for bytes from {start},"
+                    f" the server sent them from {d.start}"
+                )
+            # A whole body answering a range from 0 starts where the range does: only its
+            # length (or the lack of range support) tells them apart.
+            whole = d.start < start or (
+                d.start == 0
+                and end < size
+                and (not d.range_supported or (d.length is not None and d.length > end))
+            )
+            if whole:
+                if not self._take_over_without_ranges(s):
+                    return
+                end = size  # the whole body is coming: take all of it
+            pos = d.start
+            s.pos = pos
+            s.wstart = min(s.wstart, pos)
+            fd = self._part_file(entry)
+            chunks = d.chunks()
+            try:
+                async for chunk in chunks:
+                    if s.write_error is not None:
+                        raise s.write_error
+                    stop = s.end_bytes
+                    if pos >= stop and chunk and stop == end < size and d.start == 0:
+                        # More than the range from 0 asked for, with no length announced: the
+                        # whole body after all.
+                        if not self._take_over_without_ranges(s):
+                            return
+                        end = size
+                        stop = s.end_bytes
+                    if pos >= stop:
+                        if stop < end:
+                            return  # another stream took over the rest: stop reading now
+                        if chunk:
+                            raise ContentSizeError(
+                                f"{entry.key.doc_id} v{entry.key.version}: the server sent more"
+                                f" than the {end - start} bytes asked for"
+                            )
+                        continue
+                    n = len(chunk)
+                    if not n:
+                        continue
+                    if pos + n > size:
+                        raise ContentSizeError(
+                            f"{entry.key.doc_id} v{entry.key.version}: the server sent more"
+                            f" than the expected {size} bytes"
+                        )
+                    data = memoryview(chunk)
+                    if pos + n > stop:
+                        data = data[: stop - pos]
+                    n = len(data)
+                    if s.queue or (n >= THREAD_WRITE_MIN and writes.slow()):
+                        # Written behind by a worker thread: the trio thread goes on receiving
+                        # and answering reads (from the queue meanwhile).
+                        if s.writer is None:
+                            s.writer = trio.Event()
+                            self._nursery().start_soon(writes.write_behind, s, fd, self._mark)
+                        s.queue.append(data)
+                        s.queued += n
+                        s.to_writer.set()
+                        entry.progress(s)
+                        while s.queued > WRITE_BEHIND and s.write_error is None:
+                            await s.from_writer.wait()
+                    else:
+                        writes.write_now(fd, data, pos)
+                        s.pos = pos + n
+                        self._mark(s, pos, s.pos)
+                        entry.progress(s)
+                    pos += n
+                    s.received += n
+                    if not s.opened.is_set():
+                        # The parallel segments ask only now: the reader waiting for these
+                        # first bytes has them, and a server that ignores ranges has already
+                        # stopped them (see _take_over_without_ranges).
+                        s.opened.set()
+                    if s.may_split:
+                        self._maybe_split(s)
+                    if pos >= stop and stop < end:
+                        return  # handed over: do not wait for another chunk
+                    # At the end of the range, go on iterating: the body ends by itself, which
+                    # leaves the connection reusable, and any byte too many is caught above.
+                while s.queued and s.write_error is None:
+                    await s.from_writer.wait()
+                if s.write_error is not None:
+                    raise s.write_error
+            finally:
+                # Leaving early (a stop, an error) must close the body now, not at GC time.
+                aclose = getattr(chunks, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                await writes.stop(s)
+            want = min(end, s.end_bytes)
+            if pos < want:
+                raise ContentShortError(
+                    f"{entry.key.doc_id} v{entry.key.version}: download ended at {pos},"
+                    f" expected {want}"
+                )
+
+    def _take_over_without_ranges(self, s: Stream) -> bool:
+        """The server ignored a range: make ``s`` the entry's one stream, to EOF.
+
+        Returns False (and stops ``s``) if another running stream already took over.
+        """
+        entry = s.entry
+        holder = entry.single
+        if holder is not None and holder is not s and not holder.done:
+            s.end_block = s.pos // self._block_size
+            return False
+        if not entry.no_range:
+            log.info(
+                "the server ignores byte ranges for %s; reading it in one stream",
+                entry.key.doc_id,
+            )
+        entry.no_range = True
+        entry.single = s
+        s.end_block = entry.nblocks
+        for other in entry.streams:
+            if other is not s:
+                # Stop covering anything at once; the cancellation lands at its next await.
+                other.end_block = other.pos // self._block_size
+                other.scope.cancel()
+        return True
+
+    def _mark(self, s: Stream, p0: int, p1: int) -> None:
+        """Stream ``s`` wrote ``[p0, p1)``: mark the blocks that completed as filled."""
+        added, nbytes = s.entry.fill(p0, p1, s.wstart)
+        if added:
+            self._filled(s.entry, added, nbytes)
