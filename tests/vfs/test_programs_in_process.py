@@ -424,6 +424,7 @@ async def _rmdir_after_deleting(harness: Harness) -> None:
 
 async def test_sizes_beyond_a_file_are_the_callers_error(harness: Harness) -> None:
     await harness.write_file("small.txt", b"s")
+    assert await harness.fs.drain(30)
     ino = await harness.ino(SLUG, "vfs", "small.txt")
     with pytest.raises(FsError) as info:
         await harness.fs.setattr(ino, 1 << 62, None)
