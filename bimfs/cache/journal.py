@@ -219,6 +219,12 @@ class Journal:
         with self._lock:
             return list(self._keys)
 
+    def queue_of(self, key: str) -> list[tuple[str, int, str]]:
+        """``(id, seq, state)`` of each entry of ``key``, oldest first: what the uploader needs
+        to know of a key, without copying its entries."""
+        with self._lock:
+            return [(e.id, e.seq, e.state) for e in self._of_key(key)]
+
     def key_state(self, key: str) -> str | None:
         """What ``user.bimfs.state`` shows for ``key``: ``uploading``, ``pending``,
         ``failed: <reason>`` (most urgent first), or None when nothing is journaled."""
@@ -327,7 +333,9 @@ class Journal:
         return entry
 
     def _copy(self, entry: JournalEntry) -> JournalEntry:
-        clone = copy.copy(entry)
+        # What copy.copy does, without its generic machinery (this runs for every entry listed).
+        clone = object.__new__(JournalEntry)
+        clone.__dict__.update(entry.__dict__)
         clone.meta = _clone_json(entry.meta)
         return clone
 
@@ -445,15 +453,15 @@ class Journal:
         referenced: set[str] = set()
         loaded: list[JournalEntry] = []
         for name in sorted(names):
-            path = self.dir / name
             if name.endswith((".json.tmp", ".staging")):
                 # A record or a content that was being written when the process died: it was
                 # never acknowledged.
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
+                    os.unlink(self.dir / name)
                 continue
             if not name.endswith(".json"):
                 continue
+            path = self.dir / name
             try:
                 entry = self._parse(path)
             except (OSError, ValueError, TypeError, KeyError) as exc:
@@ -524,14 +532,22 @@ def _by_seq(entry: JournalEntry) -> int:
     return entry.seq
 
 
+_CONTAINERS = (dict, list, tuple)
+
+
 def _clone_json(value: Any) -> Any:
-    """A deep copy of JSON data (what ``meta`` holds), several times faster than deepcopy."""
+    """A deep copy of JSON data (what ``meta`` holds): several times faster than deepcopy, and
+    a flat object (the usual meta) costs one dict copy."""
     if isinstance(value, dict):
-        return {k: _clone_json(v) for k, v in value.items()}
+        clone = dict(value)
+        for k, v in clone.items():
+            if isinstance(v, _CONTAINERS):
+                clone[k] = _clone_json(v)
+        return clone
     if isinstance(value, list):
-        return [_clone_json(v) for v in value]
+        return [_clone_json(v) if isinstance(v, _CONTAINERS) else v for v in value]
     if isinstance(value, tuple):
-        return tuple(_clone_json(v) for v in value)
+        return tuple(_clone_json(v) if isinstance(v, _CONTAINERS) else v for v in value)
     return value
 
 

@@ -199,11 +199,9 @@ class Uploader:
         now = trio.current_time()
         return [self.record(entry, now) for entry in self.journal.entries()]
 
-    def running(self) -> list[dict[str, Any]]:
-        """The uploads in progress (see ``record``), oldest first."""
-        now = trio.current_time()
-        transfers = sorted(self._active.values(), key=lambda t: t.entry.seq)
-        return [self.record(t.entry, now) for t in transfers]
+    def running(self) -> list[JournalEntry]:
+        """The entries being uploaded now (``record`` tells their progress), oldest first."""
+        return sorted((t.entry for t in self._active.values()), key=lambda e: e.seq)
 
     def record(self, entry: JournalEntry, now: float | None = None) -> dict[str, Any]:
         """One journal entry as ``bimfs status`` shows it.
@@ -303,20 +301,21 @@ class Uploader:
     def _refresh(self, key: str, now: float) -> None:
         """Look at ``key`` again: note when its entries were first seen, find its candidate."""
         head = None
-        for entry in self.journal.by_key(key):
-            if entry.seq > self._resumed_seq:
-                self._seen.setdefault(entry.id, now)
-            if head is None and entry.state != FAILED:
-                head = entry  # only the oldest unfinished entry of a key may go
-        if head is None or head.state != PENDING or head.id in self._active:
+        for entry_id, seq, state in self.journal.queue_of(key):
+            if seq > self._resumed_seq:
+                self._seen.setdefault(entry_id, now)
+            if head is None and state != FAILED:
+                head = (entry_id, seq, state)  # only the oldest unfinished entry of a key may go
+        if head is None or head[2] != PENDING or head[0] in self._active:
             self._heads.pop(key, None)
             return
-        due = self._due(head.id, key, head.seq, now)
+        entry_id, seq, _ = head
+        due = self._due(entry_id, key, seq, now)
         known = self._heads.get(key)
-        if known is not None and known.id == head.id and known.queued <= due:
+        if known is not None and known.id == entry_id and known.queued <= due:
             return  # its item in the queue comes up in time; it is checked then
-        self._heads[key] = _Head(head.id, head.seq, due)
-        heapq.heappush(self._queue, (due, head.seq, key))
+        self._heads[key] = _Head(entry_id, seq, due)
+        heapq.heappush(self._queue, (due, seq, key))
 
     def _rebuild_queue(self, now: float) -> None:
         self._requeue = False

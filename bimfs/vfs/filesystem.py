@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import json
 import logging
 import math
 import mimetypes
@@ -39,6 +38,7 @@ from bimfs.cache.journal import Journal, JournalEntry
 from bimfs.cache.metadata import TtlCache
 from bimfs.cache.uploader import Uploader
 from bimfs.config import Config
+from bimfs.vfs import status as status_doc
 from bimfs.vfs.eager import EAGER_MIN_SIZE, EagerUpload
 from bimfs.vfs.names import (
     VERSIONS_DIR,
@@ -1667,7 +1667,9 @@ class Filesystem:
             raise FsError(errno.ENODATA)
         await self._known_root_team(node)
         if name == STATUS_XATTR and node is self.root:
-            return json.dumps(self.status()).encode()
+            return status_doc.encode(self.status())
+        if node is self.root and (after := status_doc.page_after(name)) is not None:
+            return status_doc.page(self.journal, self.uploader, after)
         value = self._xattrs(node).get(name)
         if value is None:
             raise FsError(errno.ENODATA)
@@ -1676,9 +1678,11 @@ class Filesystem:
     async def setxattr(self, ino: int, name: str, value: bytes) -> None:
         node = self._node(ino)
         if node is self.root and name == SYNC_XATTR:
-            # `bimfs unmount`: send every pending save now instead of after its quiet period.
+            # `bimfs unmount`: send every pending save now instead of after its quiet period,
+            # for as long as it waits (the value), else ten drain timeouts.
             if self._nursery is not None:
-                self._nursery.start_soon(self.uploader.drain, self.config.drain_timeout * 10)
+                limit = status_doc.sync_duration(value, self.config.drain_timeout * 10)
+                self._nursery.start_soon(self.uploader.drain, limit)
             return
         if not isinstance(node, FileNode) or node.doc is None or node.is_version_file:
             raise FsError(errno.ENOTSUP if not name.startswith(XATTR_PREFIX) else errno.EACCES)
@@ -1716,33 +1720,20 @@ class Filesystem:
     # ------------------------------------------------------------------ status
 
     def status(self) -> dict[str, Any]:
-        """Transfers, pending and failed uploads and cache use, for ``bimfs status``."""
-        entries = self.journal.entries()
-        return {
-            "mountpoint": str(self.config.mountpoint),
-            "api_url": self.config.api_url,
-            "cache_dir": str(self.config.cache_dir),
-            "pid": os.getpid(),
-            "transfers": [
-                *(t for t in (e.status() for e in self._eager) if t is not None),
-                *self.uploader.transfers(),
-            ],
-            "pending": sum(1 for e in entries if e.state in ("pending", "uploading")),
-            "failed": [
-                {
-                    "path": e.meta.get("path", ""),
-                    "file_name": e.meta.get("file_name", ""),
-                    "reason": e.reason,
-                    "size": e.size,
-                }
-                for e in entries
-                if e.state == "failed"
-            ],
-            "uploads": [
-                {"path": e.meta.get("path", ""), "state": e.state, "size": e.size} for e in entries
-            ],
-            "cache": self.content.usage(),
-        }
+        """The summary for ``bimfs status`` and ``bimfs unmount``, bounded whatever the journal
+        holds; the detail is paged (``status_doc.page``, see ``bimfs/vfs/status.py``)."""
+        return status_doc.summary(
+            about={
+                "mountpoint": str(self.config.mountpoint),
+                "api_url": self.config.api_url,
+                "cache_dir": str(self.config.cache_dir),
+                "pid": os.getpid(),
+            },
+            journal=self.journal,
+            uploader=self.uploader,
+            streams=[t for t in (e.status() for e in self._eager) if t is not None],
+            cache=self.content.usage(),
+        )
 
 
 def _cache_key(att: Attachment) -> ContentKey:
