@@ -413,10 +413,15 @@ def _counts(status: dict[str, Any]) -> dict[str, int]:
     }
 
 
-def format_status(status: dict[str, Any], waiting: list[str], *, every: bool = False) -> str:
+def format_status(
+    status: dict[str, Any], waiting: list[str] | None = None, *, every: bool = False
+) -> str:
     """The human-readable status: running transfers, the number of pending saves and the first
-    ones (``waiting``: paths of saves not being sent yet), failed saves, cache use. With
-    ``every`` the failed saves are not shortened either."""
+    ones (``waiting``: paths of saves not being sent yet; by default those the status lists,
+    at most ``LIST_LIMIT``), failed saves, cache use. With ``every`` nothing is shortened."""
+    if waiting is None:
+        pending = [_label(u) for u in status.get("uploads", []) if u.get("state") == "pending"]
+        waiting = pending if every else pending[:LIST_LIMIT]
     lines = [f"{status['mountpoint']}  ({status['api_url']})"]
     for t in status.get("transfers", []):
         if t.get("state") in ("pending", "failed"):
@@ -451,12 +456,9 @@ def format_status(status: dict[str, Any], waiting: list[str], *, every: bool = F
 
 def _show(mountpoint: Path, every: bool) -> str:
     if every:
-        status = read_full_status(mountpoint)
-        waiting = [_label(u) for u in status.get("uploads", []) if u.get("state") == "pending"]
-    else:
-        status = read_status(mountpoint)
-        waiting = _first_unsent(mountpoint, status, LIST_LIMIT, {"pending"})
-    return format_status(status, waiting, every=every)
+        return format_status(read_full_status(mountpoint), every=True)
+    status = read_status(mountpoint)
+    return format_status(status, _first_unsent(mountpoint, status, LIST_LIMIT, {"pending"}))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
