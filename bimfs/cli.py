@@ -497,8 +497,12 @@ def cmd_unmount(args: argparse.Namespace) -> int:
             os.setxattr(mountpoint, SYNC_XATTR, f"{args.timeout:g}".encode())
         except OSError as exc:
             raise CliError(f"cannot ask {mountpoint} to send its uploads: {exc.strerror}") from None
+    polls = 0
     while status.get("pending", 0) and time.monotonic() < deadline:
-        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        # Quick at first; a long wait (thousands of saves) asks about once a second.
+        interval = min(1.0, 0.2 * 1.1**polls)
+        polls += 1
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
         status = read_status(mountpoint)
     pending = status.get("pending", 0)
     if pending:
