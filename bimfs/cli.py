@@ -6,13 +6,18 @@ Errors reach the user as one line on stderr (what failed, what to do) and a non-
 from __future__ import annotations
 
 import argparse
+import ctypes
+import errno
+import functools
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +33,16 @@ from bimfs.config import (
 )
 from bimfs.emulator.ready import EmulatorStartError, wait_ready
 
+# The mount's status: a bounded summary, and its detail in pages (see bimfs/vfs/status.py).
 STATUS_XATTR = "user.bimfs.status"
+STATUS_PAGE_XATTR = "user.bimfs.status.{after}"
+SYNC_XATTR = "user.bimfs.sync"
+# The largest value an extended attribute may have (XATTR_SIZE_MAX).
+XATTR_SIZE_MAX = 65536
+# How many pending or failed saves `bimfs status` and `bimfs unmount` name (without --all).
+LIST_LIMIT = 10
 # How long `bimfs demo` waits for the emulator it started (seeding the demo data included).
 DEMO_START_TIMEOUT = 120.0
-SYNC_XATTR = "user.bimfs.sync"
 log = logging.getLogger("bimfs")
 
 
@@ -99,7 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="transfers, pending and failed uploads, cache use")
     status.add_argument("mountpoint", type=Path, nargs="?")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help="everything, machine-readable")
+    status.add_argument(
+        "--all",
+        action="store_true",
+        help=f"list every pending and failed save (default: the first {LIST_LIMIT})",
+    )
 
     demo = sub.add_parser("demo", help="start the emulator with sample data and mount it")
     demo.add_argument("mountpoint", type=Path, nargs="?", default=Path("/tmp/bimfs-demo"))
@@ -261,17 +277,127 @@ def bimfs_mounts() -> list[Path]:
         for line in mounts:
             parts = line.split()
             if len(parts) >= 3 and parts[2] == "fuse.bimfs":
-                result.append(Path(parts[1].replace("\\040", " ")))
+                # The kernel writes space, tab, newline and backslash as octal escapes.
+                path = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[1])
+                result.append(Path(path))
     return result
 
 
-def read_status(mountpoint: Path) -> dict[str, Any]:
+def getxattr(path: Path, name: str) -> bytes:
+    """An extended attribute's value in one call with a buffer of the largest size allowed
+    (``os.getxattr`` first tries 128 bytes, so each status page would be built twice)."""
+    libc = _libc()
+    if libc is None:
+        return os.getxattr(path, name)
+    buffer = ctypes.create_string_buffer(XATTR_SIZE_MAX)
+    size = libc.getxattr(os.fsencode(path), os.fsencode(name), buffer, XATTR_SIZE_MAX)
+    if size < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(path))
+    return buffer.raw[:size]
+
+
+@functools.cache
+def _libc() -> Any:
     try:
-        raw = os.getxattr(mountpoint, STATUS_XATTR)
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = libc.getxattr
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
+    function.restype = ctypes.c_ssize_t
+    return libc
+
+
+def _read_json(mountpoint: Path, name: str) -> dict[str, Any]:
+    try:
+        raw = getxattr(mountpoint, name)
     except OSError as exc:
-        raise CliError(f"{mountpoint} is not a bimfs mount ({exc.strerror})") from None
-    data: dict[str, Any] = json.loads(raw)
+        raise _unreadable(mountpoint, exc) from None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise CliError(f"cannot read the status of {mountpoint}: {name} is not a JSON object")
     return data
+
+
+def _unreadable(mountpoint: Path, exc: OSError) -> CliError:
+    """One line saying why the status of ``mountpoint`` cannot be read and what to do."""
+    reason = exc.strerror or str(exc)
+    if not _is_bimfs_mount(mountpoint):
+        return CliError(f"{mountpoint} is not a bimfs mount ({reason})")
+    if exc.errno == errno.ENOTCONN:
+        return CliError(
+            f"{mountpoint}: the bimfs mount is not responding (its process has ended; "
+            f"unsent saves stay in its cache dir for the next mount); "
+            f"remove it with: fusermount3 -u {mountpoint}"
+        )
+    if exc.errno in (errno.E2BIG, errno.ERANGE):
+        return CliError(
+            f"cannot read the status of {mountpoint}: it is larger than an extended attribute "
+            f"may be ({reason}); the mount runs an older bimfs, remount it with this one"
+        )
+    return CliError(f"cannot read the status of {mountpoint}: {reason}")
+
+
+def _is_bimfs_mount(path: Path) -> bool:
+    mounts = set(bimfs_mounts())
+    return Path(os.path.abspath(path)) in mounts or Path(os.path.realpath(path)) in mounts
+
+
+def read_status(mountpoint: Path) -> dict[str, Any]:
+    """The mount's summary: counts, running transfers, the first saves and failures."""
+    return _read_json(mountpoint, STATUS_XATTR)
+
+
+def iter_uploads(mountpoint: Path) -> Iterator[dict[str, Any]]:
+    """Every save of the mount's journal, oldest first, read page by page."""
+    after: int | None = 0
+    while after is not None:
+        page = _read_json(mountpoint, STATUS_PAGE_XATTR.format(after=after))
+        uploads = page.get("uploads")
+        following = page.get("next")
+        if not isinstance(uploads, list) or not (following is None or isinstance(following, int)):
+            raise CliError(f"cannot read the status of {mountpoint}: a page is not as expected")
+        yield from uploads
+        after = following
+
+
+def read_full_status(mountpoint: Path) -> dict[str, Any]:
+    """The summary with nothing left out (``bimfs status --json``): ``uploads`` lists every
+    save, ``failed`` every refused one, ``transfers`` every file being sent (streamed while
+    being written, or uploading)."""
+    status = read_status(mountpoint)
+    if not status.get("truncated"):
+        return status  # the summary lists everything already (or comes from an older bimfs)
+    uploads = list(iter_uploads(mountpoint))
+    streams = [t for t in status.get("transfers", []) if t.get("state") == "streaming"]
+    return {
+        **status,
+        "transfers": [*streams, *(u for u in uploads if u.get("state") == "uploading")],
+        "uploads": uploads,
+        "failed": [u for u in uploads if u.get("state") == "failed"],
+        "truncated": False,
+    }
+
+
+def _first_unsent(mountpoint: Path, status: dict[str, Any], n: int, states: set[str]) -> list[str]:
+    """Paths of the first ``n`` saves in ``states``, from the summary, else from the pages."""
+    found = [_label(u) for u in status.get("uploads", []) if u.get("state") in states][:n]
+    if len(found) < n and status.get("truncated"):
+        found = []
+        for upload in iter_uploads(mountpoint):
+            if upload.get("state") in states:
+                found.append(_label(upload))
+                if len(found) == n:
+                    break
+    return found
+
+
+def _label(upload: dict[str, Any]) -> str:
+    return str(upload.get("path") or upload.get("file_name") or upload.get("name") or "?")
 
 
 def _human(n: float) -> str:
@@ -282,10 +408,30 @@ def _human(n: float) -> str:
     return f"{n} B"
 
 
-def format_status(status: dict[str, Any]) -> str:
+def _counts(status: dict[str, Any]) -> dict[str, int]:
+    counts = status.get("counts")
+    if isinstance(counts, dict):
+        return counts
+    uploads = status.get("uploads", [])  # an older bimfs: its lists are complete
+    return {
+        state: sum(1 for u in uploads if u.get("state") == state)
+        for state in ("pending", "uploading", "failed")
+    }
+
+
+def format_status(
+    status: dict[str, Any], waiting: list[str] | None = None, *, every: bool = False
+) -> str:
+    """The human-readable status: running transfers, the number of pending saves and the first
+    ones (``waiting``: paths of saves not being sent yet; by default those the status lists,
+    at most ``LIST_LIMIT``), failed saves, cache use. With ``every`` nothing is shortened."""
+    if waiting is None:
+        pending = [_label(u) for u in status.get("uploads", []) if u.get("state") == "pending"]
+        waiting = pending if every else pending[:LIST_LIMIT]
     lines = [f"{status['mountpoint']}  ({status['api_url']})"]
-    transfers = status.get("transfers", [])
-    for t in transfers:
+    for t in status.get("transfers", []):
+        if t.get("state") in ("pending", "failed"):
+            continue  # listed below (a complete status lists every save as a transfer)
         size = t.get("size") or 0
         sent = t.get("sent", t.get("bytes_sent", 0)) or 0
         rate = t.get("rate", t.get("rate_bps", 0)) or 0
@@ -293,9 +439,19 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(
             f"  {t.get('state', '?'):9} {name}  {_human(sent)}/{_human(size)}  {_human(rate)}/s"
         )
+    counts = _counts(status)
     lines.append(f"  pending uploads: {status.get('pending', 0)}")
-    for f in status.get("failed", []):
-        lines.append(f"  failed: {f.get('path') or f.get('file_name')}: {f.get('reason')}")
+    lines.extend(f"    {path}" for path in waiting)
+    more = counts.get("pending", 0) - len(waiting)
+    if more > 0 and not every:
+        lines.append(f"    ... and {more} more")
+    failed = status.get("failed", [])
+    shown = failed if every else failed[:LIST_LIMIT]
+    for f in shown:
+        lines.append(f"  failed: {_label(f)}: {f.get('reason')}")
+    more = counts.get("failed", len(failed)) - len(shown)
+    if more > 0 and not every:
+        lines.append(f"  ... and {more} more failed")
     cache = status.get("cache", {})
     if cache:
         used = cache.get("bytes_used", 0) or 0
@@ -304,23 +460,37 @@ def format_status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _show(mountpoint: Path, every: bool) -> str:
+    if every:
+        return format_status(read_full_status(mountpoint), every=True)
+    status = read_status(mountpoint)
+    return format_status(status, _first_unsent(mountpoint, status, LIST_LIMIT, {"pending"}))
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    if args.mountpoint:
-        statuses = [read_status(args.mountpoint.absolute())]
-    else:
-        statuses = []
-        for mountpoint in bimfs_mounts():
-            try:
-                statuses.append(read_status(mountpoint))
-            except CliError as exc:  # a dead mount must not hide the others
-                print(f"bimfs: {exc}", file=sys.stderr)
+    named = args.mountpoint is not None
+    mountpoints = [args.mountpoint.absolute()] if named else bimfs_mounts()
+    shown: list[Any] = []
+    broken = 0
+    for mountpoint in mountpoints:
+        try:
+            if args.json:
+                shown.append(read_full_status(mountpoint))
+            else:
+                shown.append(_show(mountpoint, args.all))
+        except CliError as exc:
+            if named:
+                raise
+            # A dead mount must not hide the others; the exit status still tells.
+            print(f"bimfs: {exc}", file=sys.stderr)
+            broken += 1
     if args.json:
-        print(json.dumps(statuses[0] if args.mountpoint else statuses, indent=2))
-    elif not statuses:
+        print(json.dumps(shown[0] if named else shown, indent=2))
+    elif not shown and not broken:
         print("no bimfs mounts")
-    else:
-        print("\n".join(format_status(s) for s in statuses))
-    return 0
+    elif shown:
+        print("\n".join(shown))
+    return 1 if broken else 0
 
 
 def cmd_unmount(args: argparse.Namespace) -> int:
@@ -328,28 +498,42 @@ def cmd_unmount(args: argparse.Namespace) -> int:
     status = read_status(mountpoint)
     deadline = time.monotonic() + args.timeout
     if status.get("pending", 0):
+        # Everything now, for as long as this command waits.
         try:
-            os.setxattr(mountpoint, SYNC_XATTR, b"1")
+            os.setxattr(mountpoint, SYNC_XATTR, f"{args.timeout:g}".encode())
         except OSError as exc:
             raise CliError(f"cannot ask {mountpoint} to send its uploads: {exc.strerror}") from None
+    polls = 0
     while status.get("pending", 0) and time.monotonic() < deadline:
-        time.sleep(0.2)
+        # Quick at first; a long wait (thousands of saves) asks about once a second.
+        interval = min(1.0, 0.2 * 1.1**polls)
+        polls += 1
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
         status = read_status(mountpoint)
-    if status.get("pending", 0):
-        pending = [u["path"] for u in status.get("uploads", []) if u["state"] != "failed"]
+    pending = status.get("pending", 0)
+    if pending:
+        first = _first_unsent(mountpoint, status, LIST_LIMIT, {"pending", "uploading"})
         print(
-            f"bimfs: {len(pending)} upload(s) still pending after {args.timeout:g} s; "
-            f"not unmounted:",
+            f"bimfs: {pending} upload(s) still pending after {args.timeout:g} s; not unmounted:",
             file=sys.stderr,
         )
-        for path in pending:
+        for path in first:
             print(f"  {path}", file=sys.stderr)
+        if pending > len(first):
+            print(
+                f"  ... and {pending - len(first)} more (bimfs status --all {mountpoint})",
+                file=sys.stderr,
+            )
         return 1
-    for failed in status.get("failed", []):
+    failed = status.get("failed", [])
+    for f in failed[:LIST_LIMIT]:
         print(
-            f"bimfs: kept in the journal (failed): {failed.get('path')}: {failed.get('reason')}",
+            f"bimfs: kept in the journal (failed): {_label(f)}: {f.get('reason')}",
             file=sys.stderr,
         )
+    more = _counts(status).get("failed", len(failed)) - min(len(failed), LIST_LIMIT)
+    if more > 0:
+        print(f"bimfs: and {more} more failed saves kept in the journal", file=sys.stderr)
     pid = status.get("pid")
     result = subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True, text=True)
     if result.returncode != 0:

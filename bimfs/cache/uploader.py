@@ -3,17 +3,27 @@
 Scheduling (all times on the trio clock)
     An entry becomes due ``delay`` seconds after the uploader first saw it (``notify`` after a
     commit) and after the last ``touch`` of its key, whichever is later, and never while
-    ``busy(key)`` says its file is still open for writing (even ``drain`` waits for that); a
-    failed attempt
-    pushes it back by an exponential backoff with jitter (at least the server's
-    ``retry_after``, when the error carries one). Entries already in the journal when ``run``
-    starts are due at once: they waited long enough in the previous process. ``drain`` ignores
-    the quiet period and any backoff that was running when it was called.
+    ``busy(key)`` says its file is still open for writing (even ``drain`` waits for that: the
+    last close touches the key); a failed attempt pushes it back by an exponential backoff with
+    jitter (at least the server's ``retry_after``, when the error carries one). Entries already
+    in the journal when ``run`` starts are due at once: they waited long enough in the previous
+    process. ``drain`` ignores the quiet period and any backoff that was running when it was
+    called.
 
 Order and limits
     At most ``max_parallel`` uploads run at once; entries of one key go strictly one at a time in
     commit order (the oldest unfinished, not failed, entry of a key is its only candidate), so a
-    document's versions reach the server in the order they were saved.
+    document's versions reach the server in the order they were saved. Among candidates that are
+    due, the one due longest goes first (then the oldest save).
+
+Cost
+    The journal may hold 100 000 entries, and the scheduler wakes up after every commit and every
+    finished upload, so a wake-up must not look at every entry. The uploader keeps each key's
+    candidate (``_heads``) and a heap of (due time, seq, key) (``_queue``); a wake-up reads only
+    the keys the journal reports as changed (``Journal.take_changes``) and pops what is due. Due
+    times only ever move later on their own (a ``touch``, a backoff), so a heap item is checked
+    when it comes up and pushed back when it is early; what makes entries due sooner (``drain``,
+    ``retry``) re-queues them explicitly. ``run`` reads every key once at start.
 
 Outcomes
     Success removes the entry (``journal.complete``). An error whose ``retryable`` is true puts
@@ -28,17 +38,18 @@ The uploader never reads the content itself: the upload callable streams ``entry
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 
+from bimfs.backoff import backoff
 from bimfs.cache.errors import JournalEntryNotFoundError
 from bimfs.cache.journal import FAILED, PENDING, UPLOADING, Journal, JournalEntry
 
@@ -62,6 +73,14 @@ class _Transfer:
 
     def progress(self, sent: int) -> None:
         self.sent = sent
+
+
+class _Head(NamedTuple):
+    """A key's candidate: its oldest entry that is not failed, when that one is pending."""
+
+    id: str
+    seq: int
+    queued: float  # the due time of its newest item in the queue
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -99,6 +118,7 @@ class Uploader:
         self.max_backoff = max_backoff
         self.base_backoff = base_backoff
         self.busy = busy
+        self._held: set[str] = set()  # due keys whose file is open for writing
         self._seen: dict[str, float] = {}  # entry id -> when this uploader first saw it
         self._touched: dict[str, float] = {}  # key -> last activity
         self._retry_at: dict[str, float] = {}  # entry id -> earliest next attempt
@@ -106,17 +126,25 @@ class Uploader:
         self._wake = trio.Event()
         self._changed = trio.Event()
         self._draining = 0
+        # Scheduling state (see "Cost" above).
+        self._heads: dict[str, _Head] = {}
+        self._queue: list[tuple[float, int, str]] = []
+        self._stale: set[str] = set()  # keys to look at again at the next wake-up
+        self._requeue = False  # due times moved earlier: rebuild the queue
+        self._resumed_seq = 0  # entries up to this seq were saved by an earlier process
+        self._next_prune = -math.inf
 
     # -------------------------------------------------------------------------- interface
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Upload until cancelled. Cancelling leaves running uploads pending for next time."""
-        for entry in self.journal.entries():
-            if entry.state == UPLOADING:
-                log.info("resuming the interrupted upload of %s", entry.name)
-                self._journal_call(self.journal.mark_pending, entry.id, 0.0)
-            # Saved by an earlier process: the quiet period is long over.
-            self._seen[entry.id] = -math.inf
+        self.journal.take_changes()  # from now on; every key is looked at below anyway
+        for entry in self.journal.with_state(UPLOADING):
+            log.info("resuming the interrupted upload of %s", entry.name)
+            self._journal_call(self.journal.mark_pending, entry.id, 0.0)
+        # Saved by an earlier process: the quiet period is long over.
+        self._resumed_seq = self.journal.last_seq()
+        self._stale.update(self.journal.keys())
         async with trio.open_nursery() as nursery:
             task_status.started()
             while True:
@@ -135,11 +163,22 @@ class Uploader:
         """Activity on ``key`` (a write, an open for writing): restart its quiet period."""
         # No wake-up: a later due time never needs the scheduler to run earlier.
         self._touched[key] = trio.current_time()
+        if key in self._held:
+            # Held while open for writing: look at it again (the last close also notifies).
+            self._held.discard(key)
+            self._stale.add(key)
+
+    async def wait_changed(self) -> None:
+        """Wait until something changes: an upload starts or ends, something is committed."""
+        await self._changed.wait()
 
     def retry(self, entry_id: str) -> None:
         """Try a failed entry again now (a user's request)."""
         self.journal.retry_failed(entry_id)
         self._retry_at.pop(entry_id, None)
+        entry = self.journal.get(entry_id)
+        if entry is not None:
+            self._stale.add(entry.key)  # due sooner: queue it again
         self._wakeup()
 
     # A timeout argument rather than a cancel scope: callers (unmount, status) want a yes/no
@@ -154,14 +193,11 @@ class Uploader:
                 await self._changed.wait()
         return self._idle()
 
-    async def wait_changed(self) -> None:
-        """Wait until something changes: an upload starts or ends, something is committed."""
-        await self._changed.wait()
-
     async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109
         """Send everything pending now, ignoring the quiet period; True if all got done."""
         self._draining += 1
         self._retry_at.clear()
+        self._requeue = True
         self._wakeup()
         try:
             return await self.wait_idle(timeout)
@@ -169,33 +205,45 @@ class Uploader:
             self._draining -= 1
 
     def transfers(self) -> list[dict[str, Any]]:
-        """Every journal entry with its upload state, for ``bimfs status``.
+        """Every journal entry with its upload state (see ``record``), oldest first.
+
+        Reads the whole journal: ``bimfs status`` pages through it with ``record`` instead.
+        """
+        now = trio.current_time()
+        return [self.record(entry, now) for entry in self.journal.entries()]
+
+    def running(self) -> list[JournalEntry]:
+        """The entries being uploaded now (``record`` tells their progress), oldest first."""
+        return sorted((t.entry for t in self._active.values()), key=lambda e: e.seq)
+
+    def record(self, entry: JournalEntry, now: float | None = None) -> dict[str, Any]:
+        """One journal entry as ``bimfs status`` shows it.
 
         Keys: id, key, name, state (``pending``/``uploading``/``failed``), sent, size,
         rate (bytes/s), reason, attempts, next_attempt (seconds from now, pending only).
         """
-        now = trio.current_time()
-        out = []
-        for entry in self.journal.entries():
-            t = self._active.get(entry.id)
-            sent = t.sent if t is not None else 0
-            elapsed = now - t.started if t is not None else 0.0
-            item: dict[str, Any] = {
-                "id": entry.id,
-                "key": entry.key,
-                "name": entry.name,
-                "state": entry.state,
-                "sent": sent,
-                "size": entry.size,
-                "rate": sent / elapsed if elapsed > 0 else 0.0,
-                "reason": entry.reason,
-                "attempts": entry.attempts,
-                "next_attempt": None,
-            }
-            if entry.state == PENDING and t is None:
-                item["next_attempt"] = max(0.0, self._due(entry, now) - now)
-            out.append(item)
-        return out
+        if now is None:
+            now = trio.current_time()
+        t = self._active.get(entry.id)
+        sent = t.sent if t is not None else 0
+        elapsed = now - t.started if t is not None else 0.0
+        state = UPLOADING if t is not None and entry.state == PENDING else entry.state
+        next_attempt = None
+        if state == PENDING:
+            due = self._due(entry.id, entry.key, entry.seq, now)
+            next_attempt = max(0.0, due - now)
+        return {
+            "id": entry.id,
+            "key": entry.key,
+            "name": entry.name,
+            "state": state,
+            "sent": sent,
+            "size": entry.size,
+            "rate": sent / elapsed if elapsed > 0 else 0.0,
+            "reason": entry.reason,
+            "attempts": entry.attempts,
+            "next_attempt": next_attempt,
+        }
 
     # -------------------------------------------------------------------------- internals
 
@@ -205,48 +253,100 @@ class Uploader:
         self._changed = trio.Event()
 
     def _idle(self) -> bool:
-        if self._active:
-            return False
-        return all(e.state == FAILED for e in self.journal.entries())
+        return not self._active and not self.journal.count(PENDING, UPLOADING)
 
-    def _due(self, entry: JournalEntry, now: float) -> float:
-        retry = self._retry_at.get(entry.id, -math.inf)
+    def _due(self, entry_id: str, key: str, seq: int, now: float) -> float:
+        """When the entry may go (without side effects: ``_refresh`` records ``_seen``)."""
+        retry = self._retry_at.get(entry_id, -math.inf)
         if self._draining:
             return retry
-        seen = self._seen.setdefault(entry.id, now)
-        quiet = max(seen, self._touched.get(entry.key, -math.inf)) + self.delay
+        seen = self._seen.get(entry_id)
+        if seen is None:
+            seen = -math.inf if seq <= self._resumed_seq else now
+        quiet = max(seen, self._touched.get(key, -math.inf)) + self.delay
         return max(quiet, retry)
 
     def _schedule(self, nursery: trio.Nursery) -> float:
         """Start every upload that is due and allowed; return when to look again."""
         now = trio.current_time()
-        entries = self.journal.entries()
-        ids = {e.id for e in entries}
-        for gone in [i for i in self._seen if i not in ids]:
-            del self._seen[gone]
+        keys, removed = self.journal.take_changes()
+        for gone in removed:
+            self._seen.pop(gone, None)
             self._retry_at.pop(gone, None)
-        for key in [k for k, t in self._touched.items() if t + self.delay < now]:
-            del self._touched[key]
-        next_at = math.inf
-        heads: set[str] = set()
-        for entry in entries:
-            if entry.state == FAILED or entry.key in heads:
+        keys |= self._stale
+        self._stale = set()
+        for key in keys:
+            self._refresh(key, now)
+        if self._requeue or len(self._queue) > 2 * len(self._heads) + 64:
+            self._rebuild_queue(now)
+        if now >= self._next_prune:
+            # Only memory: a key quiet for longer than the delay no longer postpones anything.
+            for key in [k for k, t in self._touched.items() if t + self.delay < now]:
+                del self._touched[key]
+            self._next_prune = now + max(self.delay, 1.0)
+        queue = self._queue
+        while queue:
+            due, seq, key = queue[0]
+            head = self._heads.get(key)
+            if head is None or head.seq != seq:
+                heapq.heappop(queue)  # that entry went, or is no longer the key's candidate
                 continue
-            heads.add(entry.key)  # only the oldest unfinished entry of a key may go
-            if entry.state != PENDING or entry.id in self._active or self.busy(entry.key):
-                # A key still open for writing waits: its last close touches it and wakes us.
+            real = self._due(head.id, key, seq, now)
+            if real > due:
+                # Touched or backed off since it was queued: put it where it belongs now.
+                heapq.heapreplace(queue, (real, seq, key))
+                self._heads[key] = head._replace(queued=real)
                 continue
-            due = self._due(entry, now)
             if due > now:
-                next_at = min(next_at, due)
-            elif len(self._active) < self.max_parallel:
-                self._active[entry.id] = _Transfer(entry, now)
-                nursery.start_soon(self._upload_one, entry.id)
-            # else: due but no free slot; a finishing upload wakes the scheduler.
-        return next_at
+                return due
+            if len(self._active) >= self.max_parallel:
+                return math.inf  # due but no free slot; a finishing upload wakes the scheduler
+            heapq.heappop(queue)
+            del self._heads[key]
+            if self.busy(key):
+                # Still open for writing: its last close touches the key and wakes us.
+                self._held.add(key)
+                continue
+            entry = self.journal.get(head.id)
+            if entry is None or entry.state != PENDING:
+                self._stale.add(key)
+                continue
+            self._active[entry.id] = _Transfer(entry, now)
+            nursery.start_soon(self._upload_one, entry.id)
+        return math.inf
+
+    def _refresh(self, key: str, now: float) -> None:
+        """Look at ``key`` again: note when its entries were first seen, find its candidate."""
+        head = None
+        for entry_id, seq, state in self.journal.queue_of(key):
+            if seq > self._resumed_seq:
+                self._seen.setdefault(entry_id, now)
+            if head is None and state != FAILED:
+                head = (entry_id, seq, state)  # only the oldest unfinished entry of a key may go
+        if head is None or head[2] != PENDING or head[0] in self._active:
+            self._heads.pop(key, None)
+            return
+        entry_id, seq, _ = head
+        due = self._due(entry_id, key, seq, now)
+        known = self._heads.get(key)
+        if known is not None and known.id == entry_id and known.queued <= due:
+            return  # its item in the queue comes up in time; it is checked then
+        self._heads[key] = _Head(entry_id, seq, due)
+        heapq.heappush(self._queue, (due, seq, key))
+
+    def _rebuild_queue(self, now: float) -> None:
+        self._requeue = False
+        queue = []
+        for key, head in self._heads.items():
+            due = self._due(head.id, key, head.seq, now)
+            self._heads[key] = head._replace(queued=due)
+            queue.append((due, head.seq, key))
+        heapq.heapify(queue)
+        self._queue = queue
 
     async def _upload_one(self, entry_id: str) -> None:
         transfer = self._active[entry_id]
+        key = transfer.entry.key
         try:
             try:
                 entry = self.journal.mark_uploading(entry_id)
@@ -271,6 +371,10 @@ class Uploader:
                 log.debug("uploaded %s (%d bytes)", entry.name, entry.size)
         finally:
             del self._active[entry_id]
+            # Whatever happened (even nothing the journal recorded), the key's next candidate
+            # is looked for at the next wake-up.
+            self._stale.add(key)
+            self._stale.add(transfer.entry.key)
             self._wakeup()
 
     def _failed(self, entry: JournalEntry, exc: Exception) -> None:
@@ -283,20 +387,21 @@ class Uploader:
             )  # fmt: skip
             return
         attempts = entry.attempts
-        backoff = min(self.max_backoff, self.base_backoff * 2 ** min(attempts - 1, 30))
-        backoff *= random.uniform(0.8, 1.2)
+        delay = backoff(
+            attempts - 1, base=self.base_backoff, cap=self.max_backoff, jitter=(0.8, 1.2)
+        )
         retry_after = getattr(exc, "retry_after", None)
-        if isinstance(retry_after, (int, float)) and retry_after > backoff:
-            backoff = float(retry_after)
-        self._retry_at[entry.id] = trio.current_time() + backoff
-        self._journal_call(self.journal.mark_pending, entry.id, time.time() + backoff)
+        if isinstance(retry_after, (int, float)) and retry_after > delay:
+            delay = float(retry_after)
+        self._retry_at[entry.id] = trio.current_time() + delay
+        self._journal_call(self.journal.mark_pending, entry.id, time.time() + delay)
         warn = attempts == _WARN_AFTER_ATTEMPTS or (
             attempts > _WARN_AFTER_ATTEMPTS and attempts % 10 == 0
         )
         log.log(
             logging.WARNING if warn else logging.DEBUG,
             "upload of %s failed (attempt %d): %s; retrying in %.0f s",
-            entry.name, attempts, self._describe(exc), backoff,
+            entry.name, attempts, self._describe(exc), delay,
         )  # fmt: skip
 
     def _describe(self, exc: BaseException) -> str:

@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import errno
 import functools
-import json
 import logging
 import math
 import mimetypes
@@ -40,6 +39,7 @@ from bimfs.cache.journal import Journal, JournalEntry
 from bimfs.cache.metadata import TtlCache
 from bimfs.cache.uploader import Uploader
 from bimfs.config import Config
+from bimfs.vfs import status as status_doc
 from bimfs.vfs.eager import EAGER_MIN_SIZE, EagerUpload
 from bimfs.vfs.names import (
     NAME_MAX,
@@ -1986,7 +1986,9 @@ class Filesystem:
             raise FsError(errno.ENODATA)
         await self._known_root_team(node)
         if name == STATUS_XATTR and node is self.root:
-            return json.dumps(self.status()).encode()
+            return status_doc.encode(self.status())
+        if node is self.root and (after := status_doc.page_after(name)) is not None:
+            return status_doc.page(self.journal, self.uploader, after)
         value = self._xattrs(node).get(name)
         if value is None:
             raise FsError(errno.ENODATA)
@@ -1995,9 +1997,11 @@ class Filesystem:
     async def setxattr(self, ino: int, name: str, value: bytes) -> None:
         node = self._node(ino)
         if node is self.root and name == SYNC_XATTR:
-            # `bimfs unmount`: send every pending save now instead of after its quiet period.
+            # `bimfs unmount`: send every pending save now instead of after its quiet period,
+            # for as long as it waits (the value), else ten drain timeouts.
             if self._nursery is not None:
-                self._nursery.start_soon(self.uploader.drain, self.config.drain_timeout * 10)
+                limit = status_doc.sync_duration(value, self.config.drain_timeout * 10)
+                self._nursery.start_soon(self.uploader.drain, limit)
             return
         text = value.decode("utf-8", errors="replace").strip("\x00")
         short = name.removeprefix(XATTR_PREFIX)
@@ -2045,38 +2049,29 @@ class Filesystem:
     # ------------------------------------------------------------------ status
 
     def status(self) -> dict[str, Any]:
-        """Transfers, pending and failed uploads and cache use, for ``bimfs status``."""
-        entries = self.journal.entries()
-        return {
-            "mountpoint": str(self.config.mountpoint),
-            "api_url": self.config.api_url,
-            "cache_dir": str(self.config.cache_dir),
-            "pid": os.getpid(),
-            "transfers": [
-                *(t for t in (e.status() for e in self._eager) if t is not None),
-                *self.uploader.transfers(),
-            ],
-            "pending": sum(1 for e in entries if e.state in ("pending", "uploading"))
-            + len(self._unsaved),
-            # Saved files whose content could not yet be put in the journal (retried).
-            "unsaved": [
-                {"path": node.path(), "reason": reason} for node, reason in self._unsaved.items()
-            ],
-            "failed": [
-                {
-                    "path": e.meta.get("path", ""),
-                    "file_name": e.meta.get("file_name", ""),
-                    "reason": e.reason,
-                    "size": e.size,
-                }
-                for e in entries
-                if e.state == "failed"
-            ],
-            "uploads": [
-                {"path": e.meta.get("path", ""), "state": e.state, "size": e.size} for e in entries
-            ],
-            "cache": self.content.usage(),
-        }
+        """The summary for ``bimfs status`` and ``bimfs unmount``, bounded whatever the journal
+        holds; the detail is paged (``status_doc.page``, see ``bimfs/vfs/status.py``)."""
+        doc = status_doc.summary(
+            about={
+                "mountpoint": str(self.config.mountpoint),
+                "api_url": self.config.api_url,
+                "cache_dir": str(self.config.cache_dir),
+                "pid": os.getpid(),
+            },
+            journal=self.journal,
+            uploader=self.uploader,
+            streams=[t for t in (e.status() for e in self._eager) if t is not None],
+            cache=self.content.usage(),
+        )
+        if self._unsaved:
+            # Saved files whose content could not yet be put in the journal (retried): not
+            # sent, not journalled, so unmount must not finish.
+            doc["pending"] += len(self._unsaved)
+            doc["unsaved"] = [
+                {"path": node.path(), "reason": reason}
+                for node, reason in list(self._unsaved.items())[: status_doc.SUMMARY_ITEMS]
+            ]
+        return doc
 
 
 def _cache_key(att: Attachment) -> ContentKey:

@@ -256,3 +256,117 @@ async def test_commit_may_run_in_a_worker_thread(tmp_path: Path) -> None:
     # One pending entry per key survives, and records on disk agree with memory.
     assert sorted(e.key for e in entries) == ["doc:0", "doc:1", "doc:2"]
     assert [e.id for e in Journal(tmp_path).entries()] == [e.id for e in entries]
+
+
+# -- at scale ------------------------------------------------------------------------------------
+
+
+def without_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thousands of commits in a test: the order of operations stays, the waits for the disk go."""
+    monkeypatch.setattr(os, "fsync", lambda fd: None)
+    monkeypatch.setattr("bimfs.cache.journal.fsync_dir", lambda path: None)
+
+
+class CountingKey(str):
+    """A key that counts how often it is compared: how many entries an operation looked at."""
+
+    compared = 0
+
+    def __eq__(self, other: object) -> bool:
+        CountingKey.compared += 1
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+def test_work_on_one_key_does_not_grow_with_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    without_fsync(monkeypatch)
+    journal = Journal(tmp_path)
+    keys = [CountingKey(f"doc:{i}") for i in range(3000)]
+    for key in keys:
+        save(journal, key, b"x")
+    probe = keys[1234]
+    CountingKey.compared = 0
+    newer = save(journal, probe, b"newer")  # supersedes the pending save of that key only
+    assert [e.id for e in journal.by_key(probe)] == [newer]
+    assert journal.key_state(probe) == "pending"
+    journal.mark_failed(newer, "403 Forbidden")
+    assert journal.key_state(probe) == "failed: 403 Forbidden"
+    assert journal.usage() == {
+        "pending": 2999, "uploading": 0, "failed": 1, "entries": 3000, "bytes": 2999 + 5,
+    }  # fmt: skip
+    assert journal.count("pending", "uploading") == 2999
+    assert CountingKey.compared < 20
+
+
+def test_pages_list_each_entry_once_while_entries_come_and_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    without_fsync(monkeypatch)
+    journal = Journal(tmp_path)
+    ids = [save(journal, f"doc:{i}", b"x") for i in range(1000)]
+    kept = set(ids)
+    seen: list[str] = []
+    cursor = 0
+    while page := journal.after(cursor, 64):
+        seen.extend(e.id for e in page)
+        cursor = page[-1].seq
+        # Meanwhile uploads finish (behind and ahead of the page) and new saves arrive.
+        for n in (len(seen) // 2, len(seen) + 100):
+            gone = ids[min(n, len(ids) - 1)]
+            if gone in kept:
+                journal.complete(gone)
+                kept.discard(gone)
+        if len(seen) < len(ids):
+            save(journal, f"new:{len(seen)}", b"y")
+    assert len(seen) == len(set(seen))  # nothing twice
+    assert kept <= set(seen)  # everything that stayed was listed
+    assert [e.id for e in journal.after(0, 10**6)] == [e.id for e in journal.entries()]
+    assert journal.after(journal.last_seq(), 10) == []
+
+
+def test_entries_by_state_in_the_order_they_got_there(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    a, b, c = (save(journal, f"doc:{i}", b"x") for i in range(3))
+    journal.mark_failed(c, "403")
+    journal.mark_failed(a, "413")
+    assert [e.id for e in journal.with_state("failed")] == [c, a]
+    assert [e.id for e in journal.with_state("pending")] == [b]
+    journal.mark_uploading(b)
+    assert [e.id for e in journal.with_state("uploading", limit=5)] == [b]
+    assert journal.with_state("pending") == []
+    assert [e.id for e in journal.with_state("failed", limit=1)] == [c]
+
+
+def test_changes_name_the_keys_touched_and_the_entries_removed(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    first = save(journal, "doc:1", b"x")
+    assert journal.take_changes() == (set(), set())  # recording starts with the first call
+    second = save(journal, "doc:1", b"y")  # supersedes the first
+    journal.rekey(second, "doc:2")
+    assert journal.take_changes() == ({"doc:1", "doc:2"}, {first})
+    journal.update_meta(second, {"file_name": "renamed"})  # no change for the scheduler
+    assert journal.take_changes() == (set(), set())
+    journal.mark_uploading(second)
+    journal.complete(second)
+    assert journal.take_changes() == ({"doc:2"}, {second})
+    assert journal.keys() == []
+
+
+def test_records_sharing_a_place_in_the_order_are_both_kept(tmp_path: Path) -> None:
+    """A journal put together from copies may hold two records with one ``seq``."""
+    journal = Journal(tmp_path)
+    first = save(journal, "doc:1", b"one")
+    second = save(journal, "doc:2", b"two")
+    record = json.loads((journal.dir / f"{second}.json").read_text())
+    twin = f"{record['seq']:010d}-ffffffffffff"
+    record.update(id=twin, key="doc:3", data=f"{twin}.data")
+    (journal.dir / f"{twin}.json").write_text(json.dumps(record))
+    (journal.dir / f"{twin}.data").write_bytes(b"two")
+    again = Journal(tmp_path)
+    assert [e.id for e in again.entries()] == [first, second, twin]
+    assert len({e.seq for e in again.entries()}) == 3
+    assert [e.id for e in again.after(again.get(second).seq, 10)] == [twin]  # type: ignore[union-attr]
+    assert [e.id for e in Journal(tmp_path).entries()] == [first, second, twin]

@@ -346,3 +346,82 @@ async def test_a_failing_describe_still_records_the_failure(
         assert await uploader.wait_idle(10)
     [entry] = journal.entries()
     assert entry.display_state == "failed: FakeFetchError: 403 Forbidden"
+
+
+async def test_retry_of_an_entry_in_backoff_sends_it_now(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    journal = Journal(tmp_path)
+    server = FakeServer(script=[retryable()])
+    uploader = Uploader(journal, server.upload, delay=0.0, base_backoff=500, max_backoff=1000)
+    async with running(uploader):
+        entry_id = save(journal, "doc:1", b"a")
+        uploader.notify()
+        await trio.sleep(5)
+        assert len(server.attempts) == 1  # failed once, backing off for about 500 s
+        start = trio.current_time()
+        uploader.retry(entry_id)
+        assert await uploader.wait_idle(60)
+        assert trio.current_time() - start < 1
+    assert [s.content for s in server.sent] == [b"a"]
+
+
+# -- at scale ------------------------------------------------------------------------------------
+
+
+class CountingJournal(Journal):
+    """Counts the entries handed out: how much of the journal the uploader reads."""
+
+    copies = 0
+
+    def _copy(self, entry: JournalEntry) -> JournalEntry:
+        self.copies += 1
+        return super()._copy(entry)
+
+
+def without_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.fsync", lambda fd: None)
+    monkeypatch.setattr("bimfs.cache.journal.fsync_dir", lambda path: None)
+
+
+async def test_work_per_upload_does_not_grow_with_the_queue(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    without_fsync(monkeypatch)
+    journal = CountingJournal(tmp_path)
+    resumed = 1000
+    for i in range(resumed):  # left by an earlier process: due at once
+        save(journal, f"doc:{i}", b"old %d" % i)
+    server = FakeServer()
+    uploader = Uploader(journal, server.upload, delay=1.0, max_parallel=4)
+    journal.copies = 0
+    async with running(uploader):
+        # New saves while those go: three in a row for each of 200 documents.
+        for i in range(600):
+            save(journal, f"new:{i % 200}", b"new %d" % i)
+            uploader.notify()
+            await trio.sleep(0.001)
+        assert await uploader.wait_idle(3600)
+        assert uploader.transfers() == []
+    uploaded = len(server.sent)
+    assert uploaded >= resumed + 200
+    # A few looks at each entry, not one at every entry per wake-up (that would be ~a million).
+    assert journal.copies < 20 * (resumed + 600)
+    # Each document's saves reached the server in the order they were made.
+    for key in {s.key for s in server.sent if s.key.startswith("new:")}:
+        numbers = [int(s.content.split()[1]) for s in server.sent if s.key == key]
+        assert numbers == sorted(numbers)
+        assert numbers[-1] >= 400  # its last save is among them
+
+
+async def test_many_due_entries_go_oldest_first_when_equally_due(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    journal = Journal(tmp_path)
+    for i in range(50):
+        save(journal, f"doc:{i}", b"%d" % i)
+    server = FakeServer()
+    uploader = Uploader(journal, server.upload, delay=5.0, max_parallel=1)
+    async with running(uploader):
+        assert await uploader.wait_idle(600)
+    assert [s.key for s in server.sent] == [f"doc:{i}" for i in range(50)]
