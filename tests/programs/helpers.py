@@ -42,6 +42,11 @@ class Project:
         )
         self.pid: str = self.json["id"]
         self.server = ServerProject(emu, SLUG, self.pid)
+        # The team's listing may be younger than the directory TTL: wait until it shows.
+        deadline = time.monotonic() + 15
+        while not self.dir.is_dir():
+            assert time.monotonic() < deadline, f"project {name!r} not shown by the mount"
+            time.sleep(0.05)
 
     @property
     def dir(self) -> Path:

@@ -1,0 +1,206 @@
+"""Tools that walk or replace whole trees: rsync (with --delete), tar and unzip then rm -rf,
+mv of a folder across folders and projects, cp -r, find, du and git add -A.
+
+``versions/`` is hidden from readdir (INTERFACES §1), so none of them may download, copy or
+delete history: the tests check the server's version lists and the emulator's download and
+delete counters, and the programs' exit status (a walk into ``versions/`` shows as an error of
+the program: ``rm`` cannot remove it, ``rsync --delete`` cannot delete it).
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.programs.helpers import Project, local_dirs, local_files, ok, write_tree
+from tests.support.server import (
+    DELETE_DOCUMENT,
+    DELETE_VERSION,
+    changes,
+    creates,
+    downloads,
+)
+
+pytestmark = pytest.mark.mount
+
+
+def test_rsync_then_rsync_delete_keeps_history(project: Project, tmp_path: Path) -> None:
+    src = tmp_path / "site"
+    files = {
+        "index.html": b"<h1>v1</h1>\n",
+        "logo.bin": os.urandom(3000),
+        "docs/a.txt": b"a1\n",
+        "docs/deeper/b.txt": b"b1\n",
+        "docs/deeper/gone.txt": b"to be deleted\n",
+    }
+    write_tree(src, files)
+    dest = project.dir / "site"
+    ok(["rsync", "-a", f"{src}/", f"{dest}/"])
+    project.sync()
+    assert project.server.contents() == {f"site/{k}": v for k, v in files.items()}
+    assert project.server.folders() == {"site", "site/docs", "site/docs/deeper"}
+
+    # A second sync with changes, a new file, a deleted one, and an extra file in the target
+    (dest / "extra.txt").write_bytes(b"only in the target\n")
+    (src / "index.html").write_bytes(b"<h1>v2</h1>\n")
+    (src / "docs/deeper/b.txt").write_bytes(b"b2, longer\n")
+    (src / "docs/new.txt").write_bytes(b"new\n")
+    os.remove(src / "docs/deeper/gone.txt")
+    project.sync()
+    project.emu.reset_stats()
+    ok(["rsync", "-a", "--delete", f"{src}/", f"{dest}/"])  # no "cannot delete" (exit 23)
+    project.sync()
+
+    expected = local_files(src)
+    assert project.server.contents() == {f"site/{k}": v for k, v in expected.items()}
+    assert local_files(dest) == expected
+    versions = {path: project.server.versions(path) for path in project.server.paths()}
+    assert versions == {
+        "site/index.html": [1, 2],
+        "site/logo.bin": [1],
+        "site/docs/a.txt": [1],
+        "site/docs/new.txt": [1],
+        "site/docs/deeper/b.txt": [1, 2],
+    }
+    # Only the deleted and the extra file were deleted, no version; nothing was read back.
+    sent = changes(project.emu)
+    assert sent.get(DELETE_DOCUMENT) == 2, sent
+    assert DELETE_VERSION not in sent, sent
+    assert downloads(project.emu) == 0
+    # The history is still reachable by name
+    assert sorted(os.listdir(dest / "versions" / "index.html")) == [
+        "index.v1.html",
+        "index.v2.html",
+    ]
+    assert (dest / "versions" / "index.html" / "index.v1.html").read_bytes() == b"<h1>v1</h1>\n"
+
+
+def nested_tree(top: str) -> dict[str, bytes]:
+    files = {}
+    for depth, parts in enumerate([[top], [top, "a"], [top, "a", "b"], [top, "a", "b", "c"]]):
+        for i in range(2):
+            files["/".join([*parts, f"file{depth}{i}.txt"])] = f"{top} {depth} {i}\n".encode()
+    files[f"{top}/a/data.bin"] = os.urandom(5000)
+    return files
+
+
+def test_tar_and_unzip_then_rm_rf_leave_the_server_clean(project: Project, tmp_path: Path) -> None:
+    tarred, zipped = nested_tree("unpacked"), nested_tree("unzipped")
+    write_tree(tmp_path / "t", tarred)
+    ok(["tar", "-C", tmp_path / "t", "-cf", tmp_path / "tree.tar", "unpacked"])
+    with zipfile.ZipFile(tmp_path / "tree.zip", "w") as zf:
+        for rel, data in zipped.items():
+            zf.writestr(rel, data)
+
+    ok(["tar", "-C", project.dir, "-xf", tmp_path / "tree.tar"])
+    ok(["unzip", "-q", tmp_path / "tree.zip", "-d", project.dir])
+    project.sync()
+    assert project.server.contents() == {**tarred, **zipped}
+    assert project.server.folders() == {
+        f"{top}{sub}" for top in ("unpacked", "unzipped") for sub in ("", "/a", "/a/b", "/a/b/c")
+    }
+    assert creates(project.emu) == len(tarred) + len(zipped)
+
+    project.emu.reset_stats()
+    ok(["rm", "-rf", project.dir / "unpacked", project.dir / "unzipped"])
+    project.sync()
+    assert project.server.documents() == []
+    assert project.server.structure() == []
+    assert DELETE_VERSION not in changes(project.emu)
+    assert downloads(project.emu) == 0
+    assert sorted(n for n in os.listdir(project.dir) if n != "versions") == []
+
+
+@pytest.mark.parametrize("target", ["other-project", "other-folder"])
+def test_mv_of_a_folder_leaves_exactly_one_copy(
+    project: Project, new_project: Callable[..., Project], target: str
+) -> None:
+    files = {
+        "bundle/a.txt": b"alpha\n",
+        "bundle/b.bin": os.urandom(4000),
+        "bundle/inner/c.txt": b"gamma\n",
+    }
+    write_tree(project.dir, files)
+    (project.dir / "bundle" / "a.txt").write_bytes(b"alpha, second save\n")  # two versions
+    files["bundle/a.txt"] = b"alpha, second save\n"
+    project.sync()
+    assert project.server.contents() == files
+    if target == "other-project":
+        dest = new_project(project.mount)
+        dest_dir, prefix = dest.dir, ""
+    else:
+        dest = project
+        (project.dir / "archive").mkdir()
+        dest_dir, prefix = project.dir / "archive", "archive/"
+    project.emu.reset_stats()
+
+    ok(["mv", project.dir / "bundle", dest_dir])  # EXDEV: mv copies, then deletes
+    project.sync()
+
+    moved = {f"{prefix}{k}": v for k, v in files.items()}
+    assert dest.server.contents() == moved
+    assert dest.server.folders() == {f"{prefix}bundle", f"{prefix}bundle/inner"} | (
+        {"archive"} if prefix else set()
+    )
+    for path in moved:
+        assert dest.server.versions(path) == [1]  # a copy: one document each, one version
+    if target == "other-project":
+        assert project.server.documents() == []
+        assert project.server.structure() == []
+    assert creates(project.emu) == len(files)
+    assert DELETE_VERSION not in changes(project.emu)
+    assert local_files(dest_dir / "bundle") == {k[len("bundle/") :]: v for k, v in files.items()}
+    assert not (project.dir / "bundle").exists()
+
+
+def test_cp_r_find_du_and_git_add_do_not_descend_into_versions(
+    project: Project, tmp_path: Path
+) -> None:
+    # Old versions are large and the latest small: one old version read shows in bytes_out.
+    old = os.urandom(1 << 20)
+    project.seed("plan.txt", old, old[:1000], b"plan, latest\n")
+    project.seed("model.ifc", old, b"ISO-10303-21; latest\n")
+    (project.dir / "sub").mkdir()
+    (project.dir / "sub" / "note.txt").write_bytes(b"note 1\n")
+    project.sync()
+    (project.dir / "sub" / "note.txt").write_bytes(b"note 2\n")
+    project.sync()
+    expected = {
+        "plan.txt": b"plan, latest\n",
+        "model.ifc": b"ISO-10303-21; latest\n",
+        "sub/note.txt": b"note 2\n",
+    }
+    project.wait_visible("plan.txt", "model.ifc")
+    project.emu.reset_stats()
+
+    found = ok(["find", project.dir]).stdout.decode().splitlines()
+    rel = sorted(os.path.relpath(f, project.dir) for f in found)
+    assert rel == [".", "model.ifc", "plan.txt", "sub", "sub/note.txt"]
+    du = ok(["du", "-a", "-b", project.dir]).stdout.decode()
+    assert "versions" not in du
+    total = int(du.splitlines()[-1].split()[0])
+    assert total == sum(len(v) for v in expected.values())  # du counts the latest bytes only
+    assert downloads(project.emu) == 0  # walking reads no content
+
+    ok(["cp", "-r", project.dir, tmp_path / "copy"])
+    assert local_files(tmp_path / "copy") == expected
+    assert local_dirs(tmp_path / "copy") == {"sub"}  # no versions/ copied
+
+    ok(["git", "-c", "init.defaultBranch=main", "init", "-q", tmp_path / "repo"])
+    git = ["git", f"--git-dir={tmp_path / 'repo' / '.git'}", f"--work-tree={project.dir}"]
+    ok([*git, "add", "-A"])
+    listed = ok([*git, "ls-files", "-s"]).stdout.decode().split("\n")
+    assert sorted(line.split("\t")[1] for line in listed if line) == sorted(expected)
+
+    stats = project.emu.stats()
+    assert stats["bytes_out"] < len(old) // 2, stats  # no old version was downloaded
+    assert changes(project.emu) == {}
+    assert {p: project.server.versions(p) for p in expected} == {
+        "plan.txt": [1, 2, 3],
+        "model.ifc": [1, 2],
+        "sub/note.txt": [1, 2],
+    }
