@@ -29,16 +29,17 @@ pytestmark = pytest.mark.mount
 
 
 def test_flock_creates_its_lock_file_and_excludes(project: Project) -> None:
-    lock = project.dir / "job.lock"
-    out = project.dir / "out.txt"
+    (project.dir / "jobs").mkdir()
+    lock = project.dir / "jobs" / "job.lock"
+    out = project.dir / "jobs" / "out.txt"
     # Inside the lock, a second non-blocking flock on the same file must fail (exit 1).
     script = f"flock -n '{lock}' true; echo $? > '{out}'"
     ok(["flock", lock, "sh", "-c", script])  # open(O_RDONLY|O_CREAT) of a new name
     assert out.read_bytes() == b"1\n"
     ok(["flock", lock, "true"])  # the lock file exists now: opened O_RDONLY, nothing written
     project.sync()
-    assert project.server.contents() == {"job.lock": b"", "out.txt": b"1\n"}
-    assert project.server.versions("job.lock") == [1]
+    assert project.server.contents() == {"jobs/job.lock": b"", "jobs/out.txt": b"1\n"}
+    assert project.server.versions("jobs/job.lock") == [1]
 
 
 SQL_SCHEMA = "CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty INTEGER);"

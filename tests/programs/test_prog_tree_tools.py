@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.programs.helpers import Project, local_dirs, local_files, ok, write_tree
+from tests.programs.helpers import Project, local_dirs, local_files, ok, run, write_tree
 from tests.support.server import (
     DELETE_DOCUMENT,
     DELETE_VERSION,
@@ -43,40 +43,46 @@ def test_rsync_then_rsync_delete_keeps_history(project: Project, tmp_path: Path)
     project.sync()
     assert project.server.contents() == {f"site/{k}": v for k, v in files.items()}
     assert project.server.folders() == {"site", "site/docs", "site/docs/deeper"}
+    # A second sync gives index.html a history of two versions (each content of its own size:
+    # rsync -a skips a file of the same size and the same mtime second)
+    (src / "index.html").write_bytes(b"<h1>v2, a longer title</h1>\n")
+    ok(["rsync", "-a", f"{src}/", f"{dest}/"])
+    project.sync()
+    assert project.server.versions("site/index.html") == [1, 2]
 
-    # A second sync with changes, a new file, a deleted one, and an extra file in the target
+    # A third sync with changes, a new file, a deleted one, and an extra file in the target
     (dest / "extra.txt").write_bytes(b"only in the target\n")
-    (src / "index.html").write_bytes(b"<h1>v2</h1>\n")
+    (src / "index.html").write_bytes(b"<h1>v3, the longest title of all</h1>\n")
     (src / "docs/deeper/b.txt").write_bytes(b"b2, longer\n")
     (src / "docs/new.txt").write_bytes(b"new\n")
     os.remove(src / "docs/deeper/gone.txt")
     project.sync()
     project.emu.reset_stats()
-    ok(["rsync", "-a", "--delete", f"{src}/", f"{dest}/"])  # no "cannot delete" (exit 23)
+    rsync = run(["rsync", "-a", "--delete", f"{src}/", f"{dest}/"])
     project.sync()
 
     expected = local_files(src)
-    assert project.server.contents() == {f"site/{k}": v for k, v in expected.items()}
-    assert local_files(dest) == expected
     versions = {path: project.server.versions(path) for path in project.server.paths()}
     assert versions == {
-        "site/index.html": [1, 2],
+        "site/index.html": [1, 2, 3],
         "site/logo.bin": [1],
         "site/docs/a.txt": [1],
         "site/docs/new.txt": [1],
         "site/docs/deeper/b.txt": [1, 2],
     }
+    assert project.server.contents() == {f"site/{k}": v for k, v in expected.items()}
+    assert local_files(dest) == expected
     # Only the deleted and the extra file were deleted, no version; nothing was read back.
     sent = changes(project.emu)
-    assert sent.get(DELETE_DOCUMENT) == 2, sent
     assert DELETE_VERSION not in sent, sent
+    assert sent.get(DELETE_DOCUMENT) == 2, sent
     assert downloads(project.emu) == 0
+    # and rsync had nothing to complain about ("cannot delete ..." is exit 23)
+    assert rsync.returncode == 0, rsync.stdout.decode() + rsync.stderr.decode()
     # The history is still reachable by name
-    assert sorted(os.listdir(dest / "versions" / "index.html")) == [
-        "index.v1.html",
-        "index.v2.html",
-    ]
-    assert (dest / "versions" / "index.html" / "index.v1.html").read_bytes() == b"<h1>v1</h1>\n"
+    history = dest / "versions" / "index.html"
+    assert sorted(os.listdir(history)) == ["index.v1.html", "index.v2.html", "index.v3.html"]
+    assert (history / "index.v1.html").read_bytes() == b"<h1>v1</h1>\n"
 
 
 def nested_tree(top: str) -> dict[str, bytes]:
@@ -106,10 +112,11 @@ def test_tar_and_unzip_then_rm_rf_leave_the_server_clean(project: Project, tmp_p
     assert creates(project.emu) == len(tarred) + len(zipped)
 
     project.emu.reset_stats()
-    ok(["rm", "-rf", project.dir / "unpacked", project.dir / "unzipped"])
+    rm = run(["rm", "-rf", project.dir / "unpacked", project.dir / "unzipped"])
     project.sync()
     assert project.server.documents() == []
-    assert project.server.structure() == []
+    assert project.server.folders() == set()
+    assert rm.returncode == 0, rm.stderr.decode()
     assert DELETE_VERSION not in changes(project.emu)
     assert downloads(project.emu) == 0
     assert sorted(n for n in os.listdir(project.dir) if n != "versions") == []
@@ -125,10 +132,12 @@ def test_mv_of_a_folder_leaves_exactly_one_copy(
         "bundle/inner/c.txt": b"gamma\n",
     }
     write_tree(project.dir, files)
-    (project.dir / "bundle" / "a.txt").write_bytes(b"alpha, second save\n")  # two versions
+    project.sync()
+    (project.dir / "bundle" / "a.txt").write_bytes(b"alpha, second save\n")
     files["bundle/a.txt"] = b"alpha, second save\n"
     project.sync()
     assert project.server.contents() == files
+    assert project.server.versions("bundle/a.txt") == [1, 2]  # the copy gets only the latest
     if target == "other-project":
         dest = new_project(project.mount)
         dest_dir, prefix = dest.dir, ""
@@ -138,7 +147,7 @@ def test_mv_of_a_folder_leaves_exactly_one_copy(
         dest_dir, prefix = project.dir / "archive", "archive/"
     project.emu.reset_stats()
 
-    ok(["mv", project.dir / "bundle", dest_dir])  # EXDEV: mv copies, then deletes
+    mv = run(["mv", project.dir / "bundle", dest_dir])  # EXDEV: mv copies, then deletes
     project.sync()
 
     moved = {f"{prefix}{k}": v for k, v in files.items()}
@@ -150,11 +159,12 @@ def test_mv_of_a_folder_leaves_exactly_one_copy(
         assert dest.server.versions(path) == [1]  # a copy: one document each, one version
     if target == "other-project":
         assert project.server.documents() == []
-        assert project.server.structure() == []
+        assert project.server.folders() == set()
     assert creates(project.emu) == len(files)
     assert DELETE_VERSION not in changes(project.emu)
     assert local_files(dest_dir / "bundle") == {k[len("bundle/") :]: v for k, v in files.items()}
     assert not (project.dir / "bundle").exists()
+    assert mv.returncode == 0, mv.stderr.decode()[-3000:]
 
 
 def test_cp_r_find_du_and_git_add_do_not_descend_into_versions(
