@@ -16,16 +16,21 @@ from pathlib import Path
 
 import pytest
 
+from tests.mount.conftest import Mount
 from tests.programs.helpers import Project, local_dirs, local_files, ok, run, write_tree
 from tests.support.server import (
     DELETE_DOCUMENT,
     DELETE_VERSION,
+    LIST_DOCUMENTS,
+    LIST_FOLDERS,
     changes,
     creates,
     downloads,
 )
 
 pytestmark = pytest.mark.mount
+
+LISTINGS = (LIST_DOCUMENTS, LIST_FOLDERS)
 
 
 def test_rsync_then_rsync_delete_keeps_history(project: Project, tmp_path: Path) -> None:
@@ -120,6 +125,34 @@ def test_tar_and_unzip_then_rm_rf_leave_the_server_clean(project: Project, tmp_p
     assert DELETE_VERSION not in changes(project.emu)
     assert downloads(project.emu) == 0
     assert sorted(n for n in os.listdir(project.dir) if n != "versions") == []
+
+
+def test_tar_x_does_not_refetch_the_project_listing_per_file(
+    mount_factory: Callable[..., Mount], new_project: Callable[..., Project], tmp_path: Path
+) -> None:
+    # The default directory TTL (30 s): every listing fetched during the test is one that a
+    # change of this mount caused. bimfs knows what it created from the server's answers, so
+    # unpacking N files must not fetch the whole project listing N times (quadratic in N).
+    m = mount_factory("--write-back-delay", "0.2")
+    p = new_project(m)
+    files = nested_tree("unpacked")
+    write_tree(tmp_path / "t", files)
+    ok(["tar", "-C", tmp_path / "t", "-cf", tmp_path / "tree.tar", "unpacked"])
+    os.listdir(p.dir)
+    p.emu.reset_stats()
+    ok(["tar", "-C", p.dir, "-xf", tmp_path / "tree.tar"])
+    p.sync()
+    created = p.emu.stats()
+    p.emu.reset_stats()
+    ok(["rm", *[p.dir / rel for rel in files]])
+    deleted = p.emu.stats()
+    assert p.server.paths() == []
+    on_create = sum(created["requests"].get(k, {}).get("200", 0) for k in LISTINGS)
+    on_delete = sum(deleted["requests"].get(k, {}).get("200", 0) for k in LISTINGS)
+    assert (on_create <= 4, on_delete <= 2) == (True, True), (
+        f"{on_create} listings fetched while creating {len(files)} files in 4 new folders, "
+        f"{on_delete} while deleting them\n{created}\n{deleted}"
+    )
 
 
 @pytest.mark.parametrize("target", ["other-project", "other-folder"])

@@ -27,6 +27,7 @@ DELETE_VERSION = "DELETE /v2/{slug}/attachments/{id}/versions/{n}"
 DOWNLOAD_LATEST = "GET /v2/{slug}/attachments/{id}/download"
 DOWNLOAD_VERSION = "GET /v2/{slug}/attachments/{id}/versions/{n}/download"
 LIST_DOCUMENTS = "GET /v2/{slug}/projects/{pid}/attachments"
+LIST_FOLDERS = "GET /v2/{slug}/projects/{pid}/structures"
 DELETE_ALL_DOCUMENTS = (
     "DELETE /v2/{slug}/projects/{pid}/attachments",
     "DELETE /v2/{slug}/objects/{pid}/attachments",
