@@ -20,7 +20,8 @@ How LibreOffice 7.4 saves on this filesystem (strace of soffice.bin; ``doc`` is 
             rename("luXXXXXX.tmp", doc)
             chown(doc), chmod(doc)
             open(doc, O_RDWR) + F_SETLK, fsync, close
-    close:  unlink(".~lock.doc#")
+            open(doc, O_RDWR) + F_SETLK                 kept open again, nothing written
+    close:  open(".~lock.doc#", O_RDONLY), read, close, unlink(".~lock.doc#"), close(doc)
 
 So a store is write-temp-then-rename (INTERFACES §5): the temp's bytes must become one new
 version of ``doc`` and ``luXXXXXX.tmp`` must never exist on the server, also when the
