@@ -31,9 +31,9 @@ from tests.cli.helpers import (
     server_docs,
     write_token,
 )
-from tests.mount.conftest import Mount
 from tests.support.emulator import Emulator
 from tests.support.journal import write_pending_creates
+from tests.support.mount import Mount
 
 pytestmark = pytest.mark.mount
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.mount.conftest import Mount, finish_mounts
 from tests.programs.helpers import MOUNT_ARGS, SLUG, Project
 from tests.support.emulator import Emulator, start_emulator
+from tests.support.mount import Mount, finish_mounts
 
 _names = itertools.count(1)
 

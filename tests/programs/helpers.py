@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.mount.conftest import Mount
 from tests.support.emulator import Emulator
+from tests.support.mount import Mount
 from tests.support.server import ServerProject
 
 SLUG = "programs"

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.mount.conftest import Mount
 from tests.programs.helpers import Project, ok, remount
+from tests.support.mount import Mount
 from tests.support.server import NEW_VERSION, changes
 
 pytestmark = pytest.mark.mount

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.mount.conftest import Mount
 from tests.programs.helpers import Project, local_files, ok, remount, run
+from tests.support.mount import Mount
 from tests.support.server import DELETE_DOCUMENT, changes, creates, downloads
 
 pytestmark = pytest.mark.mount

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.mount.conftest import Mount
 from tests.programs.helpers import Project, local_dirs, local_files, ok, run, write_tree
+from tests.support.mount import Mount
 from tests.support.server import (
     DELETE_DOCUMENT,
     DELETE_VERSION,
