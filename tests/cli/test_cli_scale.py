@@ -26,14 +26,13 @@ from tests.cli.helpers import (
     Daemon,
     new_project,
     one_error_line,
-    pid_alive,
     run_bimfs,
     server_docs,
-    write_token,
 )
 from tests.support.emulator import Emulator
 from tests.support.journal import write_pending_creates
 from tests.support.mount import Mount
+from tests.support.processes import pid_alive, write_token
 
 pytestmark = pytest.mark.mount
 
@@ -173,10 +172,10 @@ def test_status_and_unmount_of_a_dead_mount_fail_with_one_line(
     emulator: Emulator,
     token_file: Path,
     daemon_factory: Callable[..., Daemon],
-    foreground_factory: Callable[..., Mount],
+    mount_factory: Callable[..., Mount],
 ) -> None:
     alive = mount(daemon_factory(), emulator, token_file)
-    dead = foreground_factory(emulator)
+    dead = mount_factory(emulator)
     assert dead.process is not None
     dead.process.kill()
     dead.process.wait()
