@@ -879,6 +879,225 @@ def _attachments(emu: Emulator, pid: str) -> list[dict[str, Any]]:
     return docs
 
 
+TREE_FILES = 1000
+TREE_FOLDERS = 20
+TREE_LATENCY_MS = 20
+BIG_PROJECT_DOCS = 20_000
+CREATE_DOC = "POST /v2/{slug}/projects/{pid}/attachments"
+CREATE_IN_FOLDER = "POST /v2/{slug}/objects/{pid}/attachments"
+ENTRY_TIMEOUT_S = 1.0  # bimfs.fuse.operations.ENTRY_TIMEOUT
+
+
+def _make_tree(root: Path) -> list[Path]:
+    """TREE_FILES small files in TREE_FOLDERS folders under ``root``; their relative paths."""
+    files = []
+    for n in range(TREE_FILES):
+        rel = Path(f"dir{n % TREE_FOLDERS:02d}") / f"file{n:04d}.txt"
+        (root / rel.parent).mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(f"file {n}\n".encode() * 8)
+        files.append(rel)
+    return files
+
+
+class _KeepAlive:
+    """The reference client: the same create and delete calls, one after another, over one
+    keep-alive HTTP connection (what a careful script would do)."""
+
+    def __init__(self, emu: Emulator) -> None:
+        import http.client
+
+        parts = urllib.parse.urlsplit(emu.url)
+        self.conn = http.client.HTTPConnection(parts.hostname or "", parts.port)
+        self.prefix = parts.path + f"/{TEAM}"
+        self.auth = {"Authorization": f"BimPlus {emu.token}"}
+
+    def call(self, method: str, path: str, body: bytes = b"", ctype: str = "") -> Any:
+        headers = dict(self.auth)
+        if ctype:
+            headers["Content-Type"] = ctype
+        self.conn.request(method, self.prefix + path, body=body, headers=headers)
+        resp = self.conn.getresponse()
+        data = resp.read()
+        if resp.status >= 300:
+            raise BenchError(f"{method} {path} answered {resp.status}")
+        return json.loads(data) if data else None
+
+    def create_folder(self, pid: str, name: str) -> str:
+        body = json.dumps({"name": name, "parent": None, "type": "DocumentFolder"}).encode()
+        return str(self.call("POST", f"/projects/{pid}/structures", body, "application/json")["id"])
+
+    def upload(self, pid: str, folder: str, name: str, data: bytes) -> str:
+        boundary = secrets.token_hex(12)
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"'
+                f"\r\nContent-Type: text/plain\r\n\r\n"
+            ).encode()
+            + data
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        doc = self.call(
+            "POST", f"/projects/{pid}/attachments?DocumentFolderId={folder}", body,
+            f"multipart/form-data; boundary={boundary}",
+        )  # fmt: skip
+        return str(doc["id"])
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _total(requests: dict[str, dict[str, int]]) -> int:
+    return sum(sum(v.values()) for v in requests.values())
+
+
+def fig_tree(b: Bench) -> list[Result]:
+    """9. ``tar x`` of 1000 files in 20 folders into a project, until uploaded, then ``rm -rf``
+    of them, at 20 ms latency: API calls and time against the same create and delete calls made
+    one after another over one keep-alive connection."""
+    src = b.scratch("tree")
+    files = _make_tree(src)
+    archive = b.scratch("tree.tar")
+    subprocess.run(["tar", "cf", str(archive), "-C", str(src), "."], check=True)
+    needed = TREE_FILES + TREE_FOLDERS
+    ref_x: list[float] = []
+    ref_rm: list[float] = []
+    mount_x: list[float] = []
+    mount_rm: list[float] = []
+    calls_x: list[int] = []
+    calls_rm: list[int] = []
+    with b.emulator("--latency-ms", str(TREE_LATENCY_MS)) as emu:
+        for r in range(b.rounds):
+            pid = emu.create_project(f"Reference {r}")
+            client = _KeepAlive(emu)
+            try:
+                settle()
+                start = time.perf_counter()
+                folders = {f"dir{i:02d}": client.create_folder(pid, f"dir{i:02d}")
+                           for i in range(TREE_FOLDERS)}  # fmt: skip
+                ids = [
+                    client.upload(pid, folders[rel.parent.name], rel.name, (src / rel).read_bytes())
+                    for rel in files
+                ]
+                ref_x.append(time.perf_counter() - start)
+                settle()
+                start = time.perf_counter()
+                for aid in ids:
+                    client.call("DELETE", f"/attachments/{aid}")
+                for fid in folders.values():
+                    client.call("DELETE", f"/structures/{fid}")
+                ref_rm.append(time.perf_counter() - start)
+            finally:
+                client.close()
+            name = f"Tree {r}"
+            emu.create_project(name)
+            with b.mount(emu, "--write-back-delay", "0") as m:
+                project = m.path / name
+                wait_until(project.exists, 60, "the new project to show")
+                os.listdir(project)
+                settle()
+                emu.reset_stats()
+                start = time.perf_counter()
+                timed(["tar", "xf", str(archive), "-C", str(project)])
+                m.wait_uploaded()
+                mount_x.append(time.perf_counter() - start)
+                calls_x.append(_total(emu.requests()))
+                made = emu.requests()
+                created = _count(made, CREATE_DOC) + _count(made, CREATE_IN_FOLDER)
+                if created != TREE_FILES:
+                    raise BenchError(f"tar x made {created} documents, not {TREE_FILES}")
+                settle()
+                emu.reset_stats()
+                start = time.perf_counter()
+                for i in range(TREE_FOLDERS):
+                    timed(["rm", "-rf", str(project / f"dir{i:02d}")])
+                mount_rm.append(time.perf_counter() - start)
+                calls_rm.append(_total(emu.requests()))
+    x_ratio = min(mount_x) / min(ref_x)
+    rm_ratio = min(mount_rm) / min(ref_rm)
+    return [
+        Result(
+            "tree",
+            f"tar x of {TREE_FILES} files in {TREE_FOLDERS} folders until uploaded,"
+            f" {TREE_LATENCY_MS} ms latency: API calls",
+            f"{min(calls_x)}", f"{needed} creates", f"{min(calls_x) / needed:.2f}x",
+            "target <= 1.1x", min(calls_x) <= 1.1 * needed, {"calls": calls_x},
+        ),
+        Result(
+            "tree", "tar x: time",
+            f"{min(mount_x):.1f} s", f"{min(ref_x):.1f} s over one keep-alive connection",
+            ratio_text(x_ratio), "target <= 1.3x", x_ratio <= 1.3,
+            {"mount_s": mount_x, "reference_s": ref_x},
+        ),
+        Result(
+            "tree", "rm -rf of the same tree: API calls",
+            f"{min(calls_rm)}", f"{needed} deletes", f"{min(calls_rm) / needed:.2f}x",
+            "target <= 1.1x", min(calls_rm) <= 1.1 * needed, {"calls": calls_rm},
+        ),
+        Result(
+            "tree", "rm -rf: time",
+            f"{min(mount_rm):.1f} s", f"{min(ref_rm):.1f} s over one keep-alive connection",
+            ratio_text(rm_ratio), "target <= 1.3x", rm_ratio <= 1.3,
+            {"mount_s": mount_rm, "reference_s": ref_rm},
+        ),
+    ]  # fmt: skip
+
+
+_STAT_SCRIPT = """
+import os, sys, time
+paths = sys.stdin.read().split("\\0")[:-1]
+start = time.perf_counter()
+for path in paths:
+    os.stat(path)
+print(time.perf_counter() - start)
+"""
+
+
+def _stat_all(paths: list[Path]) -> float:
+    """Seconds one process takes to ``stat`` every path (each looked up for the first time)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _STAT_SCRIPT], input="".join(f"{p}\0" for p in paths),
+        capture_output=True, text=True, check=True, timeout=COMMAND_TIMEOUT,
+    )  # fmt: skip
+    return float(out.stdout)
+
+
+def fig_versions_stat(b: Bench) -> list[Result]:
+    """10. ``stat`` of ``versions/<document>`` in a project of 20 000 documents against ``stat``
+    of documents of the same project (the listing is loaded once before)."""
+    samples = 500
+    with b.emulator() as emu:
+        pid = emu.create_project("Big")
+        progress(f"making a project of {BIG_PROJECT_DOCS} documents")
+        emu.admin("POST", f"/teams/{TEAM}/projects/{pid}/documents", {"count": BIG_PROJECT_DOCS})
+        doc_s: list[float] = []
+        ver_s: list[float] = []
+        for r in range(b.rounds):
+            with b.mount(emu, "--dir-ttl", "3600") as m:
+                project = m.path / "Big"
+                os.listdir(project)  # the mount has the listing; the kernel has every entry
+                step = BIG_PROJECT_DOCS // (2 * samples)
+                names = [f"doc-{n:06d}.txt" for n in range(r, BIG_PROJECT_DOCS, step)]
+                docs, vers = names[0::2][:samples], names[1::2][:samples]
+                _stat_all([project / "versions"])
+                settle()
+                # Past the kernel's entry and attribute timeouts (1 s): every stat below is a
+                # lookup answered by the mount, as the first stat of a name is.
+                time.sleep(ENTRY_TIMEOUT_S + 0.5)
+                doc_s.append(_stat_all([project / n for n in docs]))
+                ver_s.append(_stat_all([project / "versions" / n for n in vers]))
+    ratio = min(ver_s) / min(doc_s)
+    return [
+        Result(
+            "versions-stat",
+            f"stat of {samples} names in versions/ of a {BIG_PROJECT_DOCS}-document project",
+            f"{min(ver_s) / samples * 1e3:.2f} ms each",
+            f"stat of a document {min(doc_s) / samples * 1e3:.2f} ms",
+            ratio_text(ratio), "target <= 2x", ratio <= 2.0,
+            {"versions_s": ver_s, "documents_s": doc_s},
+        )
+    ]  # fmt: skip
+
+
 FIGURES: dict[str, Callable[[Bench], list[Result]]] = {
     "cold-read": fig_cold_read,
     "throttled-read": fig_throttled_read,
@@ -887,11 +1106,14 @@ FIGURES: dict[str, Callable[[Bench], list[Result]]] = {
     "listing": fig_listing,
     "read-rss": fig_read_rss,
     "upload": fig_upload,
+    "tree": fig_tree,
+    "versions-stat": fig_versions_stat,
 }
 # Figure numbers from docs/performance.md, and 8 (upload RSS) comes with the upload run.
 ALIASES = {
     "1": "cold-read", "2": "throttled-read", "3": "ttfb", "4": "warm-read",
     "5": "listing", "6": "read-rss", "7": "upload", "8": "upload", "upload-rss": "upload",
+    "9": "tree", "10": "versions-stat",
 }  # fmt: skip
 
 
