@@ -19,9 +19,9 @@ from typing import Any
 
 import trio
 
-from bimfs.api.client import BimplusClient
 from bimfs.api.models import Attachment
 from bimfs.api.multipart import GrowingSource
+from bimfs.vfs.remote import Remote
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class EagerUpload:
         if self._progress is not None:
             self._progress(sent)
 
-    async def run(self, client: BimplusClient) -> None:
+    async def run(self, client: Remote) -> None:
         """Send until finished, aborted or idle for too long. Never raises."""
         with self._scope:
             try:

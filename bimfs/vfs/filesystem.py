@@ -30,7 +30,6 @@ from typing import Any
 
 import trio
 
-from bimfs.api.client import BimplusClient
 from bimfs.api.errors import ApiError, ConflictError, NotFoundError
 from bimfs.api.models import Attachment, FolderNode, Project, Team
 from bimfs.cache.content import CachedFile, ContentKey, ContentStore
@@ -62,6 +61,7 @@ from bimfs.vfs.nodes import (
     LocalData,
     Node,
 )
+from bimfs.vfs.remote import Remote
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class Filesystem:
     def __init__(
         self,
         config: Config,
-        client: BimplusClient,
+        client: Remote,
         content: ContentStore,
         journal: Journal,
     ) -> None:
