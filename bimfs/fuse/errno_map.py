@@ -10,7 +10,7 @@ import errno
 
 from bimfs.api import errors as api
 from bimfs.cache import errors as cache_errors
-from bimfs.vfs.nodes import FsError
+from bimfs.vfs.errors import FsError
 
 #: Most specific first: the first matching class wins.
 API_ERRNO: tuple[tuple[type[BaseException], int], ...] = (

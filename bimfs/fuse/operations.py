@@ -18,8 +18,9 @@ import trio
 
 from bimfs.api.errors import ApiError, NotFoundError
 from bimfs.fuse.errno_map import to_errno
+from bimfs.vfs.errors import FsError
 from bimfs.vfs.filesystem import Filesystem
-from bimfs.vfs.nodes import Attr, FsError
+from bimfs.vfs.nodes import Attr
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +99,9 @@ class Operations(pyfuse3.Operations):
     def __init__(self, fs: Filesystem) -> None:
         super().__init__()
         self.fs = fs
-        self._dir_snapshots: dict[int, list[tuple[str, Attr]]] = {}
-        self._next_dir_fh = 1
-        fs.invalidate_inode = self._invalidate_inode
-        fs.invalidate_attributes = self._invalidate_attributes
-        fs.invalidate_entry = self._invalidate_entry
+        fs.tree.invalidate_inode = self._invalidate_inode
+        fs.tree.invalidate_attributes = self._invalidate_attributes
+        fs.tree.invalidate_entry = self._invalidate_entry
         # (inode, attributes only)
         self._inval_send, self._inval_recv = trio.open_memory_channel[tuple[int, bool]](10_000)
 
@@ -168,25 +167,17 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def opendir(self, inode: int, ctx: Any) -> int:
-        listing = await self.fs.listdir(inode)
-        fh = self._next_dir_fh
-        self._next_dir_fh += 1
-        self._dir_snapshots[fh] = listing
-        return fh
+        return await self.fs.opendir(inode)
 
     @handler
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        listing = self._dir_snapshots.get(fh, [])
-        for index in range(start_id, len(listing)):
-            name, attr = listing[index]
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), entry(attr), index + 1):
+        for after, name, attr in self.fs.readdir(fh, start_id):
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), entry(attr), after):
                 break
-            node = self.fs.inodes.maybe(attr.ino)
-            if node is not None:
-                node.lookups += 1
+            self.fs.entry_sent(attr.ino)  # a reference only once the kernel took the entry
 
     async def releasedir(self, fh: int) -> None:
-        self._dir_snapshots.pop(fh, None)
+        self.fs.releasedir(fh)
 
     @handler
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:

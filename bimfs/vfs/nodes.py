@@ -1,31 +1,31 @@
-"""The in-memory tree: directory and file nodes, and the inode table that owns them.
+"""The nodes of the in-memory tree: directories, files, and the local content a file may hold.
 
 Nodes are long-lived objects: a document keeps its node (and inode number) across listings,
 renames and uploads, so the kernel's view stays consistent. Directory children are rebuilt from
 the server's listing plus the local overlay (files not yet uploaded, local-only temp files).
+Every attribute a node can have is declared here; nothing is added at run time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
-import errno
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import trio
 
 from bimfs.api.models import Attachment
+from bimfs.vfs.keys import NodeKey
 
+if TYPE_CHECKING:
+    from bimfs.vfs.uploads import EagerUpload
 
-class FsError(Exception):
-    """A POSIX-level refusal decided by the filesystem layer itself."""
-
-    def __init__(self, err: int, message: str = "") -> None:
-        super().__init__(message or os.strerror(err))
-        self.errno = err
+DIR_MODE_RO = stat.S_IFDIR | 0o555
+DIR_MODE_RW = stat.S_IFDIR | 0o755
 
 
 class DirKind(enum.Enum):
@@ -67,17 +67,13 @@ class Node:
         self.ino = ino
         self.name = name
         self.parent = parent
-        self.lookups = 0
+        self.lookups = 0  # the kernel's references (lookups minus forgets)
         self.removed = False
         # Bumped whenever a file's content changes (a local write, a new version seen on the
         # server); times set by utimes hold only for the generation they were set on.
         self.generation = 0
         # (generation, atime, mtime) set by utimes/touch; None where not set.
         self.times_set: tuple[int, float | None, float | None] | None = None
-
-    @property
-    def is_dir(self) -> bool:
-        return isinstance(self, DirNode)
 
     def path(self) -> str:
         """A readable path for messages."""
@@ -117,6 +113,7 @@ class DirNode(Node):
         self.writable = writable
         self.mtime = mtime
         self.children: dict[str, Node] = {}
+        # What the children were built from (a listing object), None while never listed.
         self.listing_token: object | None = None
         # Files that exist only here until uploaded (or forever, for local-only names).
         self.overlay: dict[str, FileNode] = {}
@@ -129,13 +126,6 @@ class DirNode(Node):
     @property
     def holds_documents(self) -> bool:
         return self.kind in (DirKind.PROJECT, DirKind.FOLDER)
-
-
-class FileState(enum.Enum):
-    SYNCED = "synced"
-    PENDING = "pending"
-    UPLOADING = "uploading"
-    FAILED = "failed"
 
 
 @dataclass
@@ -153,11 +143,28 @@ class LocalData:
     fd: int | None = None
     # Written only at its end since it was empty: a candidate for streaming while written.
     append_only: bool = False
-    eager: Any = None  # bimfs.vfs.eager.EagerUpload streaming this data, if any
+    eager: EagerUpload | None = None  # the stream sending this content while it is written
     # Writeback of the staging file was started up to here (sequential writes only).
     writeback_start: int = 0
     # Written through a handle that bypasses the kernel's page cache (``direct_io``).
     direct_writes: bool = False
+
+    def abandon_stream(self) -> None:
+        """Stop streaming this content (the server discards the incomplete body)."""
+        if self.eager is not None:
+            self.eager.abort()
+            self.eager = None
+
+    def close(self) -> None:
+        """Let go of the content: the stream, the open file and, unless the journal owns
+        it, the file itself."""
+        self.abandon_stream()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if not self.committed:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
 
 
 class FileNode(Node):
@@ -169,9 +176,9 @@ class FileNode(Node):
         name: str,
         parent: DirNode | None,
         *,
+        key: NodeKey,
         doc: Attachment | None = None,
         version: Attachment | None = None,
-        key: str = "",
         local_only: bool = False,
     ) -> None:
         super().__init__(ino, name, parent)
@@ -182,16 +189,18 @@ class FileNode(Node):
         self.local: LocalData | None = None
         self.open_count = 0
         self.writers = 0  # open handles that may write
-        self.kernel_key: object | None = None
+        self.kernel_key: object | None = None  # the content key the kernel's pages show
         # (generation, mtime) of content saved here and uploaded: shown instead of the
         # server's time until the server has another version.
         self.saved_mtime: tuple[int, float] | None = None
         self.committing: trio.Event | None = None
-        self.failed_reason: str = ""
+        # Deleted here while its first upload ran: the document it makes is deleted again.
         self.deleted = False
+        self.created = 0.0
         # user.bimplus.tag / classification set before the first upload (sent with it).
         self.pending_attrs: dict[str, str] = {}
-        self.created = 0.0
+        # Vim's backup rename: (directory, name) this document was moved away from.
+        self.detached_from: tuple[DirNode, str] | None = None
 
     @property
     def is_version_file(self) -> bool:
@@ -201,45 +210,3 @@ class FileNode(Node):
     def server(self) -> Attachment | None:
         """The server object whose bytes this file shows when nothing local overrides them."""
         return self.version if self.version is not None else self.doc
-
-
-class InodeTable:
-    """Maps inode numbers to nodes and hands out new numbers. Numbers are never reused while
-    the mount lives, so the kernel never confuses an old inode with a new node."""
-
-    ROOT = 1
-
-    def __init__(self) -> None:
-        self._nodes: dict[int, Node] = {}
-        self._next = self.ROOT + 1
-
-    def new_ino(self) -> int:
-        ino = self._next
-        self._next += 1
-        return ino
-
-    def add(self, node: Node) -> Node:
-        self._nodes[node.ino] = node
-        return node
-
-    def get(self, ino: int) -> Node:
-        node = self._nodes.get(ino)
-        if node is None:
-            raise FsError(errno.ENOENT, f"no inode {ino}")
-        return node
-
-    def maybe(self, ino: int) -> Node | None:
-        return self._nodes.get(ino)
-
-    def drop(self, ino: int) -> None:
-        self._nodes.pop(ino, None)
-
-    def __len__(self) -> int:
-        return len(self._nodes)
-
-    def values(self) -> list[Node]:
-        return list(self._nodes.values())
-
-
-DIR_MODE_RO = stat.S_IFDIR | 0o555
-DIR_MODE_RW = stat.S_IFDIR | 0o755

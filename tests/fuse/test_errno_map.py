@@ -8,7 +8,7 @@ import inspect
 from bimfs.api import errors as api
 from bimfs.cache import errors as cache_errors
 from bimfs.fuse.errno_map import API_ERRNO, CACHE_ERRNO, to_errno
-from bimfs.vfs.nodes import FsError
+from bimfs.vfs.errors import FsError
 
 
 def _api_error_classes() -> list[type[api.ApiError]]:

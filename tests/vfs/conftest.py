@@ -17,11 +17,11 @@ from bimfs.cache.content import ContentStore
 from bimfs.cache.journal import Journal
 from bimfs.config import Config
 from bimfs.vfs.filesystem import Filesystem
-from bimfs.vfs.nodes import InodeTable
+from bimfs.vfs.tree import ROOT_INO
 from tests.support.emulator import Emulator
 
 SLUG = "bimfs-demo"
-ROOT = InodeTable.ROOT
+ROOT = ROOT_INO
 
 
 class Harness:

@@ -18,8 +18,8 @@ from bimfs.api.errors import AuthError, UnauthorizedError
 from bimfs.cache.content import ContentStore
 from bimfs.cache.journal import Journal
 from bimfs.config import Config
+from bimfs.vfs.errors import FsError
 from bimfs.vfs.filesystem import Filesystem
-from bimfs.vfs.nodes import FsError
 from tests.support.emulator import Emulator
 from tests.vfs.conftest import ROOT, SLUG, Harness
 
@@ -92,8 +92,8 @@ async def test_listing_errors_are_the_api_errors_not_groups(harness: Harness) ->
     harness.emu.admin(
         "POST", f"/teams/{SLUG}/projects", json={"name": "later", "hasWriteAccess": True}
     )
-    harness.fs.client._auth = StaticToken("expired")
-    harness.fs.meta.clear()
+    harness.fs.remote._auth = StaticToken("expired")
+    harness.fs.listings.meta.clear()
     with pytest.raises((UnauthorizedError, AuthError)):
         await harness.fs.lookup(team, "later")
 

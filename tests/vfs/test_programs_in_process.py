@@ -15,7 +15,7 @@ import pytest
 import trio
 import trio.testing
 
-from bimfs.vfs.nodes import FsError
+from bimfs.vfs.errors import FsError
 from tests.support.emulator import Emulator
 from tests.vfs.conftest import SLUG, Harness, open_harness
 
@@ -190,7 +190,7 @@ async def test_own_changes_survive_a_listing_fetched_meanwhile(
         # A listing fetched before a change but answered after it is patched with it: the
         # delete reaches the server after the listing's answer was made, and the listing is
         # handed over after the delete is done.
-        client = harness.fs.client
+        client = harness.fs.remote
         real_list, real_delete = client.list_attachments, client.delete_attachment
         listed, deleted = trio.Event(), trio.Event()
 
@@ -218,7 +218,7 @@ async def test_own_changes_survive_a_listing_fetched_meanwhile(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(remove)
             await trio.testing.wait_all_tasks_blocked()
-            harness.fs.meta.invalidate(("listing", SLUG, harness.project["id"]))
+            harness.fs.listings.meta.invalidate(("listing", SLUG, harness.project["id"]))
             nursery.start_soon(list_project)
         client.list_attachments = real_list  # type: ignore[method-assign]
         client.delete_attachment = real_delete  # type: ignore[method-assign]
@@ -307,7 +307,7 @@ class HeldUploads:
     opens), so a test can act while a first upload is under way."""
 
     def __init__(self, harness: Harness, *, stored: bool = False) -> None:
-        self.client = harness.fs.client
+        self.client = harness.fs.remote
         self.real = self.client.create_attachment
         self.gate = trio.Event()
         self.waiting = trio.Event()
@@ -334,16 +334,16 @@ async def test_saved_file_keeps_its_times_after_the_upload(harness: Harness) -> 
     ino = await harness.ino(SLUG, "vfs", "t.txt")
     before = await harness.fs.getattr(ino)
     assert await harness.fs.drain(30)
-    harness.fs.meta.invalidate(("listing", SLUG, harness.project["id"]))
+    harness.fs.listings.meta.invalidate(("listing", SLUG, harness.project["id"]))
     after = await harness.fs.getattr(ino)
     assert (after.mtime, after.ctime) == (before.mtime, before.ctime)
-    assert harness.fs._xattrs(harness.fs.inodes.get(ino))["user.bimfs.state"] == "synced"
+    assert await harness.fs.getxattr(ino, "user.bimfs.state") == b"synced"
 
 
 async def test_folder_time_is_stable(harness: Harness) -> None:
     pino = await harness.project_ino()
     made = await harness.fs.mkdir(pino, "New")
-    harness.fs.meta.invalidate(("listing", SLUG, harness.project["id"]))
+    harness.fs.listings.meta.invalidate(("listing", SLUG, harness.project["id"]))
     await harness.fs.listdir(pino)
     assert (await harness.fs.getattr(made.ino)).mtime == made.mtime
 

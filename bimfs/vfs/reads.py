@@ -1,0 +1,101 @@
+"""Reading a file: local content (a save not uploaded yet, a temp file) from its file, a
+server version through the content cache, which downloads only the bytes asked for and what
+follows them (see ``bimfs.cache.content``).
+
+A version's bytes are cached under ``ContentKey(id, version, hash, size)``: reads look them up
+and a sent save is adopted under the same key, so the derivation lives in ``content_key``.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
+from bimfs.api.models import Attachment
+from bimfs.cache.content import CachedFile, ContentKey, ContentStore, Download, Fetcher
+from bimfs.vfs.handles import Handle
+from bimfs.vfs.nodes import FileNode
+from bimfs.vfs.remote import Remote
+
+
+def content_key(att: Attachment) -> ContentKey:
+    """The content cache's key for a document version."""
+    return ContentKey(att.id, att.version, att.hash, att.size)
+
+
+class Reads:
+    """Opens the cache for files and answers reads."""
+
+    def __init__(self, remote: Remote, content: ContentStore) -> None:
+        self.remote = remote
+        self.content = content
+
+    def key(self, node: FileNode) -> ContentKey | None:
+        server = node.server
+        return None if server is None else content_key(server)
+
+    def fetcher(self, node: FileNode) -> Fetcher:
+        """How the cache downloads the node's version: that exact version's URL, so a newer
+        version on the server can never be mixed into the bytes."""
+        server = node.server
+        assert server is not None and node.parent is not None
+        slug = node.parent.slug or ""
+        aid, version = server.id, server.version
+
+        def fetch(start: int, end: int) -> AbstractAsyncContextManager[Download]:
+            return self.remote.open_download(slug, aid, version=version, start=start, end=end)
+
+        return fetch
+
+    def open_cached(self, node: FileNode) -> CachedFile | None:
+        """The cache handle for the node's server bytes (nothing is downloaded yet); None when
+        there is nothing to read from the server."""
+        key = self.key(node)
+        if key is None or key.size == 0:
+            return None
+        return self.content.open(key, self.fetcher(node))
+
+    async def read(self, handle: Handle, offset: int, size: int) -> bytes:
+        node = handle.node
+        local = node.local
+        if local is not None:
+            if local.fd is not None:
+                return os.pread(local.fd, size, offset)
+            if handle.local_fd is None or handle.local_path != local.path:
+                # Opened before the local copy existed, or a later save moved it: follow it.
+                if handle.local_fd is not None:
+                    os.close(handle.local_fd)
+                handle.local_fd = os.open(local.path, os.O_RDONLY | os.O_CLOEXEC)
+                handle.local_path = Path(local.path)
+            return os.pread(handle.local_fd, size, offset)
+        if handle.cached is None:
+            handle.cached = self.open_cached(node)
+            if handle.cached is None:
+                return b""
+        return await self.content.read(handle.cached, offset, size)
+
+    async def copy_into(self, node: FileNode, fd: int) -> int:
+        """Copy the node's whole server version into ``fd`` (downloading what the cache lacks);
+        returns the size."""
+        cached = self.open_cached(node)
+        if cached is None:
+            return 0
+        try:
+            path = await self.content.ensure_complete(cached)
+            return copy_path(path, fd)
+        finally:
+            self.content.close(cached)
+
+
+def copy_path(path: Path, dst: int) -> int:
+    """Copy a file into ``dst`` from offset 0; returns the size."""
+    src = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        total = 0
+        while chunk := os.read(src, 1 << 20):
+            os.pwrite(dst, chunk, total)
+            total += len(chunk)
+        return total
+    finally:
+        os.close(src)
