@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,27 +28,28 @@ class DocKey:
 
 
 @dataclass(frozen=True, slots=True)
-class NewKey:
+class _TokenKey:
+    """A key of a file that has no server identity (yet): a random token."""
+
     token: str
+    prefix: ClassVar[str] = ""
 
     @classmethod
-    def fresh(cls) -> NewKey:
+    def fresh(cls) -> Self:
         return cls(uuid.uuid4().hex)
 
     def __str__(self) -> str:
-        return f"new:{self.token}"
+        return f"{self.prefix}:{self.token}"
 
 
 @dataclass(frozen=True, slots=True)
-class LocalKey:
-    token: str
+class NewKey(_TokenKey):
+    prefix: ClassVar[str] = "new"
 
-    @classmethod
-    def fresh(cls) -> LocalKey:
-        return cls(uuid.uuid4().hex)
 
-    def __str__(self) -> str:
-        return f"local:{self.token}"
+@dataclass(frozen=True, slots=True)
+class LocalKey(_TokenKey):
+    prefix: ClassVar[str] = "local"
 
 
 @dataclass(frozen=True, slots=True)
