@@ -14,18 +14,23 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 
 from bimfs.api.models import Attachment
 from bimfs.vfs.keys import NodeKey
 
-if TYPE_CHECKING:
-    from bimfs.vfs.uploads import EagerUpload
-
 DIR_MODE_RO = stat.S_IFDIR | 0o555
 DIR_MODE_RW = stat.S_IFDIR | 0o755
+
+
+class Stream(Protocol):
+    """An upload that follows a file while it is written (``bimfs.vfs.uploads.EagerUpload``)."""
+
+    def grew(self, size: int) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 class DirKind(enum.Enum):
@@ -143,7 +148,7 @@ class LocalData:
     fd: int | None = None
     # Written only at its end since it was empty: a candidate for streaming while written.
     append_only: bool = False
-    eager: EagerUpload | None = None  # the stream sending this content while it is written
+    eager: Stream | None = None  # the stream sending this content while it is written
     # Writeback of the staging file was started up to here (sequential writes only).
     writeback_start: int = 0
     # Written through a handle that bypasses the kernel's page cache (``direct_io``).

@@ -285,7 +285,7 @@ class Uploads:
         if local is None or local.eager is None or local.journal_id != entry.id:
             return None
         eager, local.eager = local.eager, None
-        if not eager.matches(entry):
+        if not isinstance(eager, EagerUpload) or not eager.matches(entry):
             eager.abort()
             return None
         return await eager.finish(entry.size, progress)
