@@ -28,12 +28,13 @@ import trio
 
 from bimfs.api import settle
 from bimfs.api.download import Download, write_all
-from bimfs.api.errors import ApiTimeoutError, IncompleteBodyError, ProtocolError
+from bimfs.api.errors import ApiError, ApiTimeoutError, IncompleteBodyError, ProtocolError
 from bimfs.api.models import (
     Attachment,
     FolderNode,
     Project,
     Team,
+    User,
     require_list,
     require_object,
 )
@@ -57,6 +58,24 @@ class BimplusClient(Session):
         """``GET /authorize``: the token's user id, audience and remaining lifetime."""
         call = self._call("GET", "/authorize")
         return dict(require_object(await self._json("GET", "/authorize"), call))
+
+    async def me(self) -> frozenset[str]:
+        """The account's own user: its id and email in lower case, as ``creator`` and
+        ``changedBy`` name it (from ``GET /authorize``, once). Empty when it cannot be learnt;
+        then no upload found on the server is ever taken for one of ours."""
+        if self._me is None:
+            try:
+                info = await self.check_token()
+            except ApiError:
+                return frozenset()
+            names = {str(info.get(k) or "").strip().lower() for k in ("user_id", "email", "id")}
+            self._me = frozenset(n for n in names if n)
+        return self._me
+
+    def learn_me(self, user: User | None) -> None:
+        """Another name of the account (the ``changedBy`` of an upload it just made)."""
+        if user is not None and self._me is not None:
+            self._me = self._me | {n.lower() for n in (user.id, user.email) if n}
 
     async def get_teams(self) -> list[Team]:
         """``GET /teams``: every team the user belongs to."""
@@ -356,7 +375,7 @@ class BimplusClient(Session):
         async def landed() -> Attachment | None:
             since = settle.settle_since(upload.started, self._clock_offset)
             return await settle.created_since(
-                self, slug, pid, folder_id, file_name, upload.size, since
+                self, slug, pid, folder_id, file_name, upload.size, since, await self.me()
             )
 
         return await self._upload(
@@ -394,7 +413,9 @@ class BimplusClient(Session):
         baseline = await settle.newest_version(self, slug, aid, known_version)
 
         async def landed() -> Attachment | None:
-            return await settle.version_since(self, slug, aid, baseline, upload.size)
+            return await settle.version_since(
+                self, slug, aid, baseline, upload.size, await self.me()
+            )
 
         template = "/{slug}/attachments/{aid}/versions"
         return await self._upload("POST", template, {"slug": slug, "aid": aid}, {}, upload, landed)
@@ -429,7 +450,9 @@ class BimplusClient(Session):
             async def landed() -> Attachment | None:
                 if source.final is None:
                     return None
-                return await settle.version_since(self, slug, aid, baseline, source.final)
+                return await settle.version_since(
+                    self, slug, aid, baseline, source.final, await self.me()
+                )
 
         else:
             assert pid is not None
@@ -441,7 +464,7 @@ class BimplusClient(Session):
                     return None
                 since = settle.settle_since(started, self._clock_offset)
                 return await settle.created_since(
-                    self, slug, pid, folder_id, file_name, source.final, since
+                    self, slug, pid, folder_id, file_name, source.final, since, await self.me()
                 )
 
         def body() -> GrowingMultipartUpload:

@@ -97,6 +97,8 @@ class Session:
         self._auth = auth
         self._base_path = urlsplit(self.api_url).path.rstrip("/")
         self._clock_offset = 0.0  # server clock minus ours, from the last Date header seen
+        # The account's own user, as ids/emails in lower case (see BimplusClient.me).
+        self._me: frozenset[str] | None = None
         self._last_token = ""
         limits = httpx.Limits(
             max_connections=max_connections,

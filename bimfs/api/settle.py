@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from bimfs.api.models import Attachment, FolderNode
+from bimfs.api.models import Attachment, FolderNode, User
 
 __all__ = [
     "UPLOAD_SETTLE_SLACK",
     "Lookups",
     "created_since",
     "folder_made",
+    "made_by",
     "newest_version",
     "replaced_since",
     "settle_since",
@@ -44,6 +45,16 @@ class Lookups(Protocol):
     async def get_folders(self, slug: str, pid: str) -> list[FolderNode]: ...
 
 
+def made_by(user: User | None, me: frozenset[str]) -> bool:
+    """Whether ``user`` (a ``creator`` or ``changedBy``) is the account itself: its id or email
+    is one of ``me`` (lower case). Never true when the account is not known: an upload is only
+    taken for ours when it certainly is (somebody else's version must never be mistaken for
+    it)."""
+    if user is None or not me:
+        return False
+    return user.id.lower() in me or (bool(user.email) and user.email.lower() in me)
+
+
 def settle_since(started: float, clock_offset: float) -> float:
     """The earliest server time a document made by an upload started at ``started`` (our
     clock) can carry: the server's clock is ``clock_offset`` ahead of ours, give or take
@@ -61,12 +72,16 @@ async def newest_version(server: Lookups, slug: str, aid: str, known_version: in
 
 
 async def version_since(
-    server: Lookups, slug: str, aid: str, baseline: int, size: int
+    server: Lookups, slug: str, aid: str, baseline: int, size: int, me: frozenset[str]
 ) -> Attachment | None:
     """The version an interrupted upload stored, if any: newer than ``baseline``, of the
-    same size."""
+    same size, made by the account ``me``."""
     versions = await server.list_versions(slug, aid)
-    found = [v for v in versions if v.version > baseline and v.size == size]
+    found = [
+        v
+        for v in versions
+        if v.version > baseline and v.size == size and made_by(v.changed_by or v.creator, me)
+    ]
     return found[-1] if found else None
 
 
@@ -78,9 +93,10 @@ async def created_since(
     file_name: str,
     size: int,
     since: float,
+    me: frozenset[str],
 ) -> Attachment | None:
     """The document an interrupted create stored, if any: same name and size, created at
-    ``since`` or later (see :func:`settle_since`)."""
+    ``since`` or later (see :func:`settle_since`) by the account ``me``."""
     docs = await server.list_attachments(slug, pid, project_only=True)
     if folder_id is not None and not any(d.file_name == file_name for d in docs):
         docs = await server.list_attachments(slug, pid, project_only=False)
@@ -91,6 +107,7 @@ async def created_since(
         and d.size == size
         and d.created_at is not None
         and d.created_at >= since
+        and made_by(d.creator or d.changed_by, me)
     ]
     return max(found, key=lambda d: (d.created_at or 0.0, d.id)) if found else None
 

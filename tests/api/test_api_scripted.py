@@ -29,14 +29,24 @@ from tests.api.scripted_server import Reply, Request, ScriptedServer
 TOKEN = "scripted-token-123"
 
 
+ME = {"id": "u-me", "email": "me@bimfs.test"}
+SOMEONE = {"id": "u-anna", "email": "anna@bimfs.test"}
+
+
 def client_for(server: ScriptedServer, **kwargs: object) -> BimplusClient:
     options: dict = {"backoff_base": 0.0, "timeout": 5.0}
     options.update(kwargs)
+    # Who the token belongs to: what settling an interrupted upload compares changedBy with.
+    if ("GET", "/v2/authorize") not in server.routes:
+        server.on("GET", "/authorize", ok_json({"user_id": ME["email"], "expires_in": 3600}))
     return BimplusClient(server.url, StaticToken(TOKEN), **options)
 
 
 def doc(aid: str = "a1", version: int = 1, size: int = 3, **extra: object) -> dict:
-    return {"id": aid, "fileName": "f.txt", "version": version, "size": size, **extra}
+    return {
+        "id": aid, "fileName": "f.txt", "version": version, "size": size,
+        "creator": ME, "changedBy": ME, **extra,
+    }  # fmt: skip
 
 
 def ok_json(data: object, status: int = 200) -> Reply:
@@ -310,6 +320,33 @@ async def test_upload_dropped_after_storing_is_found_in_versions(
         )
     assert result.version == 3
     assert scripted.count("POST", "/team/attachments/a1/versions") == 1
+
+
+async def test_a_colleagues_version_is_not_taken_for_a_dropped_upload(
+    scripted: ScriptedServer, tmp_path: Path
+) -> None:
+    """While our upload was lost, a colleague stored a version of the same size: it is not
+    ours, so ours is sent again (one version each)."""
+    versions = [doc(version=1, size=9)]
+    posts = []
+
+    def post(_req: Request) -> Reply:
+        posts.append(1)
+        if len(posts) == 1:
+            versions.append(doc(version=2, size=3, changedBy=SOMEONE))
+            return Reply(drop=True)  # ours was lost, theirs landed meanwhile
+        versions.append(doc(version=3, size=3))
+        return ok_json(versions[-1], 201)
+
+    scripted.on("POST", "/team/attachments/a1/versions", post)
+    scripted.on("GET", "/team/attachments/a1/versions", lambda _r: ok_json(versions))
+    async with client_for(scripted) as client:
+        result = await client.create_version(
+            "team", "a1", write_source(tmp_path), file_name="f.txt", content_type="x/y",
+            known_version=1,
+        )  # fmt: skip
+    assert result.version == 3
+    assert len(posts) == 2
 
 
 async def test_upload_dropped_before_storing_is_sent_again(
