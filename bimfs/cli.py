@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--local-only", action="append", default=[], metavar="PATTERN")
     mount.add_argument("--read-only", action="store_true")
     mount.add_argument(
+        "--on-conflict",
+        choices=["copy", "newest-wins"],
+        default="copy",
+        help="a save based on an older version than the server's newest: keep it as a conflict"
+        " copy next to the document (default), or make it the newest version",
+    )
+    mount.add_argument(
         "--show-versions",
         action="store_true",
         help="list versions/ in directory listings (it is always reachable by name)",
@@ -170,6 +177,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         drain_timeout=args.drain_timeout,
         stream_uploads=args.stream_uploads,
         show_versions=args.show_versions,
+        on_conflict=args.on_conflict,
     )
 
 
@@ -452,6 +460,10 @@ def format_status(
     more = counts.get("failed", len(failed)) - len(shown)
     if more > 0 and not every:
         lines.append(f"  ... and {more} more failed")
+    for u in status.get("unsaved", []):
+        lines.append(f"  not saved locally: {u.get('path')}: {u.get('reason')}")
+    for c in status.get("conflicts", []):
+        lines.append(f"  {c.get('state')}: {c.get('path')}")
     cache = status.get("cache", {})
     if cache:
         used = cache.get("bytes_used", 0) or 0

@@ -107,6 +107,7 @@ class Config:
     drain_timeout: float = 30.0
     stream_uploads: bool = True
     show_versions: bool = False
+    on_conflict: str = "copy"  # or "newest-wins"
 
     def __post_init__(self) -> None:
         if self.dir_ttl < 0:
@@ -115,5 +116,7 @@ class Config:
             raise ConfigError("--write-back-delay must be >= 0")
         if self.cache_size < 16 << 20:
             raise ConfigError("--cache-size must be at least 16M")
+        if self.on_conflict not in ("copy", "newest-wins"):
+            raise ConfigError("--on-conflict must be copy or newest-wins")
         if self.token_type not in ("BimPlus", "Bearer"):
             raise ConfigError("--token-type must be BimPlus or Bearer")

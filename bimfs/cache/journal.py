@@ -65,7 +65,9 @@ class JournalEntry:
     ``key`` names the upload target (the caller's convention, e.g. ``doc:<id>``); entries of one
     key are uploaded in commit order. ``meta`` is the caller's, JSON-serialisable and opaque to
     the journal. ``attempts`` counts the uploads started: above 1 a previous attempt may have
-    reached the server, which the upload callable must settle before sending again.
+    reached the server, which the upload callable must settle before sending again;
+    ``first_attempt`` (wall clock) is when the first of them started, recorded before it was
+    sent.
     """
 
     id: str
@@ -80,6 +82,7 @@ class JournalEntry:
     updated: float = 0.0
     not_before: float = 0.0
     seq: int = field(default=0)
+    first_attempt: float = 0.0
 
     @property
     def name(self) -> str:
@@ -294,7 +297,13 @@ class Journal:
         """An upload of the entry starts: counts the attempt; returns the updated entry."""
         with self._lock:
             entry = self._need(entry_id)
-            updated = replace(entry, state=UPLOADING, attempts=entry.attempts + 1, reason="")
+            updated = replace(
+                entry,
+                state=UPLOADING,
+                attempts=entry.attempts + 1,
+                reason="",
+                first_attempt=entry.first_attempt or time.time(),
+            )
             self._save(updated)
             return self._copy(updated)
 
@@ -425,6 +434,7 @@ class Journal:
             "created": entry.created,
             "updated": entry.updated,
             "not_before": entry.not_before,
+            "first_attempt": entry.first_attempt,
         }
         payload = json.dumps(record, ensure_ascii=False, indent=1).encode("utf-8")
         final = self._record_path(entry.id)
@@ -535,6 +545,7 @@ class Journal:
             created=float(raw.get("created") or 0.0),
             updated=float(raw.get("updated") or 0.0),
             not_before=float(raw.get("not_before") or 0.0),
+            first_attempt=float(raw.get("first_attempt") or 0.0),
             seq=int(raw["seq"]),
         )
 

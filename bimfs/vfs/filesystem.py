@@ -36,6 +36,7 @@ from bimfs.config import Config
 from bimfs.vfs import status as status_doc
 from bimfs.vfs.attrs import Attributes
 from bimfs.vfs.background import Background
+from bimfs.vfs.conflicts import Conflicts
 from bimfs.vfs.errors import FsError, check_name
 from bimfs.vfs.handles import DirHandles, Handle, Handles
 from bimfs.vfs.listing import Listings
@@ -67,9 +68,10 @@ class Filesystem:
         self.listings = Listings(config, remote, self.tree, journal, self.background)
         self.attributes = Attributes(config, self.rights, self.listings)
         self.reads = Reads(remote, content)
+        self.conflicts = Conflicts(config.cache_dir)
         self.uploads = Uploads(
             config, remote, journal, content, self.tree, self.listings, self.rights,
-            self.background,
+            self.background, self.conflicts,
         )  # fmt: skip
         self.uploader = self.uploads.uploader
         self.staging = Staging(
@@ -81,7 +83,7 @@ class Filesystem:
         )  # fmt: skip
         self.xattrs = Xattrs(
             config, remote, self.tree, self.listings, self.staging, self.rights, journal,
-            self.uploader, self.background, self.status,
+            self.uploader, self.background, self.conflicts, self.status,
         )  # fmt: skip
         self.handles = Handles()
         self.dir_handles = DirHandles()
@@ -130,6 +132,10 @@ class Filesystem:
             streams=[t for t in (e.status() for e in self.uploads.streams) if t is not None],
             cache=self.content.usage(),
         )
+        conflicts = self.conflicts.listing()
+        if conflicts:
+            doc["conflicts"] = conflicts[: status_doc.SUMMARY_ITEMS]
+            doc["conflict_count"] = len(conflicts)
         unsaved = self.staging.unsaved
         if unsaved:
             # Saved files whose content could not yet be put in the journal (retried): not
@@ -414,6 +420,7 @@ class Filesystem:
             await self.remote.delete_attachment(d.slug or "", node.doc.id)
             self.staging.drop_unsent(node)
             self.listings.drop_doc(d.slug or "", d.pid or "", node.doc.id)
+            self.conflicts.drop(node.doc.id)
         self.staging.remove(d, name, node)
 
     async def _delete_version(self, d: DirNode, node: FileNode) -> None:

@@ -91,7 +91,7 @@ class UploadTarget:
     file_name: str
     content_type: str
     path: str  # where the file is shown, for messages and `bimfs status`
-    folder_id: str | None = None  # create: the document folder (None: the project's root)
+    folder_id: str | None = None  # the document folder (None: the project's root)
     aid: str | None = None  # version: the document
     base_version: int | None = None  # version: the newest version the save was based on
     tag: str | None = None  # create: set before the first upload

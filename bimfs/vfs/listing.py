@@ -27,7 +27,7 @@ from bimfs.cache.metadata import TtlCache
 from bimfs.config import Config
 from bimfs.vfs.background import Background
 from bimfs.vfs.errors import first_error
-from bimfs.vfs.keys import VersionKey
+from bimfs.vfs.keys import UploadTarget, VersionKey
 from bimfs.vfs.names import VERSIONS_DIR, NameRequest, assign_names, version_file_name
 from bimfs.vfs.nodes import DirKind, DirNode, FileNode, LocalData, Node
 from bimfs.vfs.remote import Remote
@@ -392,6 +392,7 @@ class Listings:
                 mtime=entry.created,
                 committed=True,
                 journal_id=entry.id,
+                base_version=UploadTarget.from_meta(entry.meta).base_version,
             )
 
     def _upload_done(self, node: FileNode) -> bool:

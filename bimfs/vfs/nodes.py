@@ -153,6 +153,9 @@ class LocalData:
     writeback_start: int = 0
     # Written through a handle that bypasses the kernel's page cache (``direct_io``).
     direct_writes: bool = False
+    # The server version this content was made from (None: a file the server never had);
+    # a save is a conflict when the server's newest version is another one at upload time.
+    base_version: int | None = None
 
     def abandon_stream(self) -> None:
         """Stop streaming this content (the server discards the incomplete body)."""

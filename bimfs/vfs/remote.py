@@ -30,11 +30,22 @@ class Remote(Protocol):
         """``GET authorize``: who the token belongs to (``user_id``, ...)."""
         ...
 
+    async def me(self) -> frozenset[str]:
+        """The account's own user (ids/emails in lower case; empty when unknown)."""
+        ...
+
     async def get_teams(self) -> list[Team]: ...
 
     async def get_projects(self, slug: str) -> list[Project]: ...
 
-    async def list_attachments(self, slug: str, pid: str) -> list[Attachment]:
+    async def list_attachments(
+        self,
+        slug: str,
+        pid: str,
+        *,
+        project_only: bool = True,
+        attachment_type: str | None = None,
+    ) -> list[Attachment]:
         """Every document of the project (latest versions), folders included."""
         ...
 

@@ -220,6 +220,9 @@ class Renames:
         src.local_only = False
         self.staging.remove(d2, new, dst)
         self._take_identity(src, dst)
+        if src.local is not None:
+            # It replaces the target as the user knew it: a save based on that version.
+            src.local.base_version = dst.doc.version if dst.doc is not None else None
         self.tree.move(d1, src, d2, new, overlay=src.doc is None)
         if src.local is not None and not src.local.committed and src.open_count == 0:
             await self.staging.commit_closed(src)
@@ -233,6 +236,7 @@ class Renames:
         self.rights.require_delete(d1, src.doc, src.path())
         staging = await self.staging.copy_of(src)
         self.staging.replace_all(dst)
+        staging.base_version = dst.doc.version if dst.doc is not None else None
         dst.local = staging
         await self.staging.commit(dst)
         await self._delete_document(d1, src.doc, src.path())

@@ -60,9 +60,10 @@ def target_of(node: FileNode) -> UploadTarget:
             slug=slug,
             pid=pid,
             aid=node.doc.id,
+            folder_id=parent.folder_id,  # where it is re-created if deleted on the server
             file_name=node.doc.file_name,
             content_type=node.doc.type or content_type(node.doc.file_name),
-            base_version=node.doc.version,
+            base_version=node.local.base_version if node.local is not None else node.doc.version,
             path=node.path(),
         )
     return UploadTarget(
@@ -140,7 +141,16 @@ class Staging:
         if local is not None:
             local.abandon_stream()
         node.local = LocalData(
-            path=path, size=size, mtime=time.time(), fd=fd, dirty=truncate, append_only=truncate
+            path=path,
+            size=size,
+            mtime=time.time(),
+            fd=fd,
+            dirty=truncate,
+            append_only=truncate,
+            # Made from the earlier unsent save, or from the version the file shows now.
+            base_version=local.base_version
+            if local is not None
+            else (node.doc.version if node.doc is not None else None),
         )
         if truncate:
             node.generation += 1
@@ -156,7 +166,10 @@ class Staging:
             with contextlib.suppress(OSError):
                 os.unlink(path)
             raise
-        return LocalData(path, size, time.time(), fd=fd, dirty=True)
+        base = node.local.base_version if node.local is not None else None
+        if node.local is None and node.doc is not None:
+            base = node.doc.version
+        return LocalData(path, size, time.time(), fd=fd, dirty=True, base_version=base)
 
     async def _copy_current(self, node: FileNode, fd: int) -> int:
         """Copy the node's current bytes (local or server) into ``fd``; returns the size."""
@@ -280,7 +293,9 @@ class Staging:
             with contextlib.suppress(OSError):
                 os.unlink(staging)
             raise
-        node.local = LocalData(staging, size, local.mtime, fd=fd, dirty=True)
+        node.local = LocalData(
+            staging, size, local.mtime, fd=fd, dirty=True, base_version=local.base_version
+        )
         await self.commit(node)
 
     async def retarget(self, node: FileNode) -> None:

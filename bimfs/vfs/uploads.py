@@ -6,34 +6,30 @@ entry, then applies the server's answer to the tree, the cached listing and the 
 The file may have moved on while its upload ran (renamed, deleted, turned into a temp file, its
 bytes moved to another document): the answer is reconciled with what the file is now.
 
-A large file written sequentially from empty (``cp``, an export) can travel to Bimplus while the
-program is still writing it (``EagerUpload``): the request body follows the staging file as it
-grows and is completed only when the uploader takes the entry it was made for, so the server
-stores exactly one version, of the final content, after the close. A write elsewhere than at the
-end, a truncate, a rename, a delete or a long pause abandons the stream (the server discards an
-incomplete body) and the entry is uploaded the ordinary way: the journal stays the single source
-of truth.
+A large file written sequentially from empty is streamed while it is written
+(``bimfs.vfs.streams``); the stream is completed when its entry is uploaded here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import trio
 
+from bimfs.api import settle
 from bimfs.api.errors import NotFoundError
 from bimfs.api.models import Attachment
-from bimfs.api.multipart import GrowingSource
 from bimfs.cache.content import ContentStore
 from bimfs.cache.journal import UPLOADING, Journal, JournalEntry
 from bimfs.cache.uploader import Uploader
 from bimfs.config import Config
 from bimfs.vfs.background import Background
+from bimfs.vfs.conflicts import Conflicts, conflict_name
 from bimfs.vfs.errors import describe
 from bimfs.vfs.keys import DocKey, UploadTarget, parse_key
 from bimfs.vfs.listing import Listings
@@ -42,121 +38,12 @@ from bimfs.vfs.reads import content_key
 from bimfs.vfs.remote import Remote
 from bimfs.vfs.rights import Rights
 from bimfs.vfs.staging import target_of
+from bimfs.vfs.streams import EAGER_IDLE_SLACK, EAGER_MIN_SIZE, EagerUpload
 from bimfs.vfs.tree import Tree
 
 log = logging.getLogger(__name__)
 
-#: Files smaller than this are not worth a second request path.
-EAGER_MIN_SIZE = 8 << 20
-#: A stream whose file has not grown for the write-back delay plus this long is given up.
-EAGER_IDLE_SLACK = 30.0
-
 Take = Callable[[Path], bool]
-
-
-class EagerUpload:
-    """One streaming upload of one staging file."""
-
-    def __init__(self, key: str, target: UploadTarget, path: Path, idle_limit: float) -> None:
-        self.key = key
-        self.target = target
-        self.source = GrowingSource(path)
-        self.idle_limit = idle_limit
-        self.result: Attachment | None = None
-        self.error: BaseException | None = None
-        self.done = trio.Event()
-        self.sent = 0
-        self._progress: Callable[[int], None] | None = None
-        self._scope = trio.CancelScope()
-        self.started = self._last_growth = trio.current_time()
-        self._finishing = False
-
-    def matches(self, entry: JournalEntry) -> bool:
-        """True when a journal entry is for exactly what this stream is sending."""
-        return entry.key == self.key and self.target.same_request(
-            UploadTarget.from_meta(entry.meta)
-        )
-
-    def status(self) -> dict[str, Any] | None:
-        """This stream as a ``bimfs status`` transfer while the file is still being written;
-        None once it is finishing (the uploader then reports the journal entry itself)."""
-        if self._finishing or self.done.is_set():
-            return None
-        elapsed = trio.current_time() - self.started
-        return {
-            "id": None,
-            "key": self.key,
-            "name": self.target.file_name,
-            "path": self.target.path,
-            "state": "streaming",
-            "sent": self.sent,
-            "size": self.source.size,
-            "rate": self.sent / elapsed if elapsed > 0 else 0.0,
-            "reason": None,
-            "attempts": 1,
-            "next_attempt": None,
-        }
-
-    def grew(self, size: int) -> None:
-        self._last_growth = trio.current_time()
-        self.source.grew(size)
-
-    def abort(self) -> None:
-        """Abandon the stream (the server discards the incomplete body)."""
-        self._scope.cancel()
-
-    def _on_progress(self, sent: int) -> None:
-        self.sent = sent
-        if self._progress is not None:
-            self._progress(sent)
-
-    async def run(self, remote: Remote) -> None:
-        """Send until finished, aborted or idle for too long. Never raises."""
-        t = self.target
-        with self._scope:
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._watch_idle)
-                    self.result = await remote.stream_upload(
-                        t.slug,
-                        self.source,
-                        file_name=t.file_name,
-                        content_type=t.content_type,
-                        pid=t.pid if t.creating else None,
-                        folder_id=t.folder_id if t.creating else None,
-                        aid=None if t.creating else t.aid,
-                        known_version=t.base_version,
-                        progress=self._on_progress,
-                    )
-                    nursery.cancel_scope.cancel()
-                    log.debug("streamed upload of %s stored", t.path)
-            except Exception as exc:  # the journal entry is uploaded the ordinary way instead
-                self.error = exc
-                log.debug("streaming upload of %s given up: %s", t.path, exc)
-        self.done.set()
-
-    async def _watch_idle(self) -> None:
-        while True:
-            await trio.sleep(1.0)
-            idle = trio.current_time() - self._last_growth
-            if not self._finishing and idle > self.idle_limit:
-                log.debug("streaming upload of %s idle for %.0f s", self.target.path, idle)
-                self.abort()
-                return
-
-    async def finish(self, size: int, progress: Callable[[int], None]) -> Attachment | None:
-        """Complete the body at ``size`` bytes and wait for the server's answer; None when the
-        stream failed or was abandoned (the caller then uploads the entry itself)."""
-        self._finishing = True
-        log.debug("finishing streamed upload of %s at %d bytes", self.target.path, size)
-        self._progress = progress
-        progress(self.sent)
-        if self.source.size > size:
-            self.abort()
-        else:
-            self.source.finish(size)
-        await self.done.wait()
-        return self.result
 
 
 class Uploads:
@@ -172,8 +59,10 @@ class Uploads:
         listings: Listings,
         rights: Rights,
         background: Background,
+        conflicts: Conflicts,
     ) -> None:
         self.config = config
+        self.conflicts = conflicts
         self.remote = remote
         self.journal = journal
         self.content = content
@@ -292,6 +181,120 @@ class Uploads:
 
     # ---------------------------------------------------------------- sending
 
+    async def upload(self, entry: JournalEntry, progress: Callable[[int], None]) -> Take | None:
+        """Send one journal entry (called by the uploader, retried by it). Returns what the
+        journal should do with the sent content: become the new version's cache entry.
+
+        An entry an earlier attempt may have stored (``attempts`` > 1: the mount died or the
+        answer was lost) is first looked for on the server, so one save is one version. A new
+        version is checked against the server's newest first: someone else's version since the
+        save's base is never buried (a conflict copy, see ``bimfs.vfs.conflicts``), and a save of
+        a document deleted on the server becomes a new document under its name.
+        """
+        target = UploadTarget.from_meta(entry.meta)
+        plan = _Plan(target)
+        att = await self._earlier_attempt(entry, target) if entry.attempts > 1 else None
+        if att is None:
+            plan = await self._plan(entry, target)
+            att = await self._send(entry, plan.target, progress)
+            if att is None:
+                return None
+        cache_key = content_key(att)
+        take = functools.partial(self.content.adopt, cache_key) if att.size == entry.size else None
+        target = plan.target
+        self.listings.put_version(target.slug, att)
+        self.listings.put_doc(target.slug, target.pid, att, target.folder_id)
+        if plan.conflict is not None:
+            self._conflict_copy(entry, att, plan)
+            return take
+        key = parse_key(entry.key)
+        node = self.tree.key_nodes.get(key)
+        if target.creating and (
+            node is None or node.deleted or node.removed or node.local_only or node.key != key
+        ):
+            # Deleted, made a temp file, or its bytes became another document's version while
+            # this upload ran: the document it made is nobody's.
+            with contextlib.suppress(NotFoundError):
+                await self.remote.delete_attachment(target.slug, att.id)
+            self.listings.drop_doc(target.slug, target.pid, att.id)
+            return None
+        if node is None or node.key != key:
+            return take  # a version of a document whose file moved on to another identity
+        if target.creating:
+            if plan.replaced_deleted is not None:
+                self.listings.drop_doc(target.slug, target.pid, plan.replaced_deleted)
+            self._now_a_document(entry, att)
+            # A new file keeps the name it has here now; a document re-created after its
+            # deletion on the server keeps its own.
+            wanted = target.file_name if plan.replaced_deleted else node.name
+        else:
+            wanted = node.doc.file_name if node.doc is not None else att.file_name
+        if att.file_name != wanted:
+            # Renamed while this upload ran (the server names a document after the file name
+            # of its newest upload): the document takes the name it has here now.
+            att = await self.remote.update_attachment(target.slug, att.id, file_name=wanted)
+            self.listings.put_doc(target.slug, target.pid, att)
+        self._adopt_answer(node, entry, att, take)
+        return take
+
+    async def _earlier_attempt(
+        self, entry: JournalEntry, target: UploadTarget
+    ) -> Attachment | None:
+        """What an earlier attempt of this entry stored, if it did (found through the server's
+        lists: the same size, after the save's base, made by this account)."""
+        me = await self.remote.me()
+        if target.creating:
+            since = settle.settle_since(entry.first_attempt, 0.0)
+            found = await settle.created_since(
+                self.remote, target.slug, target.pid, target.folder_id, target.file_name,
+                entry.size, since, me,
+            )  # fmt: skip
+            if found is not None and found.id in self.tree.doc_nodes:
+                return None  # a document this mount already shows as another file
+        elif target.aid is not None and target.base_version is not None:
+            found = await settle.version_since(
+                self.remote, target.slug, target.aid, target.base_version, entry.size, me
+            )
+        else:
+            return None
+        if found is not None:
+            log.info("%s: the upload interrupted earlier had arrived; not sent again", target.path)
+        return found
+
+    async def _plan(self, entry: JournalEntry, target: UploadTarget) -> _Plan:
+        """Where the save goes, given the server's state of its document now."""
+        if target.creating or target.aid is None:
+            return _Plan(target)
+        try:
+            current = await self.remote.get_attachment(target.slug, target.aid)
+        except NotFoundError:
+            return self._recreate(target)
+        base = target.base_version
+        if base is None or current.version == base:
+            return _Plan(target)
+        who = current.changed_by.label if current.changed_by else "someone"
+        message = f"conflict: based on v{base}, server had v{current.version} by {who}"
+        if self.config.on_conflict == "newest-wins":
+            log.warning("%s: %s; saved as the newest version (--on-conflict newest-wins)",
+                        target.path, message)  # fmt: skip
+            return _Plan(dataclasses.replace(target, base_version=current.version))
+        name = conflict_name(target.file_name, _user_label(await self.remote.me()))
+        copy = dataclasses.replace(
+            target, op="create", aid=None, base_version=None, file_name=name,
+            path=_sibling(target.path, name),
+        )  # fmt: skip
+        log.warning("%s: %s; the save is kept as %s", target.path, message, name)
+        return _Plan(copy, conflict=message, server=current, original=target)
+
+    def _recreate(self, target: UploadTarget) -> _Plan:
+        log.warning(
+            "%s was deleted on the server while it was edited here: saved as a new document",
+            target.path,
+        )
+        assert target.aid is not None
+        created = dataclasses.replace(target, op="create", aid=None, base_version=None)
+        return _Plan(created, replaced_deleted=target.aid)
+
     async def _send(
         self, entry: JournalEntry, target: UploadTarget, progress: Callable[[int], None]
     ) -> Attachment | None:
@@ -329,43 +332,40 @@ class Uploads:
                 return None
             raise
 
-    async def upload(self, entry: JournalEntry, progress: Callable[[int], None]) -> Take | None:
-        """Send one journal entry (called by the uploader, retried by it). Returns what the
-        journal should do with the sent content: become the new version's cache entry."""
-        target = UploadTarget.from_meta(entry.meta)
-        att = await self._send(entry, target, progress)
-        if att is None:
-            return None
-        slug, pid = target.slug, target.pid
-        key = parse_key(entry.key)
-        node = self.tree.key_nodes.get(key)
-        self.listings.put_version(slug, att)
-        self.listings.put_doc(slug, pid, att, target.folder_id if target.creating else None)
-        cache_key = content_key(att)
-        take = functools.partial(self.content.adopt, cache_key) if att.size == entry.size else None
-        if target.creating and (
-            node is None or node.deleted or node.removed or node.local_only or node.key != key
+    def _conflict_copy(self, entry: JournalEntry, att: Attachment, plan: _Plan) -> None:
+        """The save went to a conflict copy: show the copy next to the document, and the
+        document as the server has it (their version)."""
+        assert plan.conflict is not None and plan.original is not None
+        self.conflicts.add(att.id, plan.target.path, plan.conflict)
+        node = self.tree.key_nodes.get(parse_key(entry.key))
+        parent = node.parent if node is not None else None
+        copy_node = None
+        if parent is not None and plan.target.file_name not in parent.children:
+            copy_node = self.tree.doc_file(parent, plan.target.file_name, att)
+            self.tree.place(parent, plan.target.file_name, copy_node, overlay=False)
+        # Saves of the same file queued after this one continue the copy, not their version.
+        later = [e for e in self.journal.by_key(entry.key) if e.id != entry.id]
+        for other in later:
+            self.journal.rekey(other.id, str(DocKey(att.id)))
+            meta = UploadTarget.from_meta(other.meta).to_meta()
+            meta.update(op="version", aid=att.id, base_version=att.version,
+                        file_name=att.file_name, path=plan.target.path)  # fmt: skip
+            self.journal.update_meta(other.id, meta)
+        if node is None:
+            return
+        local = node.local
+        if (
+            local is not None
+            and copy_node is not None
+            and local.journal_id in {e.id for e in later}
         ):
-            # Deleted, made a temp file, or its bytes became another document's version while
-            # this upload ran: the document it made is nobody's.
-            with contextlib.suppress(NotFoundError):
-                await self.remote.delete_attachment(slug, att.id)
-            self.listings.drop_doc(slug, pid, att.id)
-            return None
-        if node is None or node.key != key:
-            return take  # a version of a document whose file moved on to another identity
-        if target.creating:
-            self._now_a_document(entry, att)
-            wanted = node.name
-        else:
-            wanted = node.doc.file_name if node.doc is not None else att.file_name
-        if att.file_name != wanted:
-            # Renamed while this upload ran (the server names a document after the file name
-            # of its newest upload): the document takes the name it has here now.
-            att = await self.remote.update_attachment(slug, att.id, file_name=wanted)
-            self.listings.put_doc(slug, pid, att)
-        self._adopt_answer(node, entry, att, take)
-        return take
+            copy_node.local, node.local = local, None
+        elif local is not None and local.committed and local.journal_id == entry.id:
+            node.local = None
+        if plan.server is not None:
+            self.tree.update_doc(node, plan.server)
+            self.listings.put_doc(plan.original.slug, plan.original.pid, plan.server)
+        self.tree.invalidate_inode(node.ino)
 
     def _now_a_document(self, entry: JournalEntry, att: Attachment) -> None:
         """Later saves of a file whose first upload created ``att`` become its versions."""
@@ -386,6 +386,7 @@ class Uploads:
         parent = node.parent
         if parent is not None and parent.overlay.get(node.name) is node:
             del parent.overlay[node.name]
+        self._rebase(node, entry, att)
         local = node.local
         if local is None or not local.committed or local.journal_id != entry.id:
             return  # a newer save is already on its way
@@ -401,3 +402,36 @@ class Uploads:
         else:
             node.kernel_key = None
             self.tree.invalidate_inode(node.ino)
+
+    def _rebase(self, node: FileNode, entry: JournalEntry, att: Attachment) -> None:
+        """Saves made after this one build on it: the version it became is their base, not
+        a version of someone else (no conflict with our own earlier save)."""
+        for other in self.journal.by_key(str(node.key)):
+            if other.id != entry.id and other.state != UPLOADING:
+                self.journal.update_meta(other.id, {"base_version": att.version})
+        local = node.local
+        if local is not None and local.journal_id != entry.id:
+            local.base_version = att.version
+
+
+@dataclasses.dataclass
+class _Plan:
+    """Where one save goes."""
+
+    target: UploadTarget
+    conflict: str | None = None  # the conflict message, when it goes to a conflict copy
+    server: Attachment | None = None  # then: the server's newest version of the document
+    original: UploadTarget | None = None  # then: where it would have gone
+    replaced_deleted: str | None = None  # re-created: the id of the document deleted meanwhile
+
+
+def _user_label(me: frozenset[str]) -> str:
+    """A short name of this account for conflict copies: the local part of its email."""
+    emails = sorted(n for n in me if "@" in n)
+    if emails:
+        return emails[0].split("@", 1)[0]
+    return sorted(me)[0][:16] if me else "local"
+
+
+def _sibling(path: str, name: str) -> str:
+    return path.rsplit("/", 1)[0] + "/" + name if "/" in path else name

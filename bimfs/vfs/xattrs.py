@@ -23,6 +23,7 @@ from bimfs.cache.uploader import Uploader
 from bimfs.config import Config
 from bimfs.vfs import status as status_doc
 from bimfs.vfs.background import Background
+from bimfs.vfs.conflicts import Conflicts
 from bimfs.vfs.errors import FsError
 from bimfs.vfs.listing import Listings
 from bimfs.vfs.nodes import DirKind, DirNode, FileNode, Node
@@ -53,6 +54,7 @@ class Xattrs:
         journal: Journal,
         uploader: Uploader,
         background: Background,
+        conflicts: Conflicts,
         status: Callable[[], dict[str, Any]],
     ) -> None:
         self.config = config
@@ -64,10 +66,12 @@ class Xattrs:
         self.journal = journal
         self.uploader = uploader
         self.background = background
+        self.conflicts = conflicts
         self.status = status
 
     def state(self, node: FileNode) -> str:
-        """``user.bimfs.state``: synced, pending, uploading, local or failed: <reason>."""
+        """``user.bimfs.state``: synced, pending, uploading, local, failed: <reason>, or
+        conflict: <why> on a conflict copy."""
         unsaved = self.staging.unsaved.get(node)
         if unsaved is not None:
             return f"failed: not saved locally: {unsaved}"
@@ -81,7 +85,8 @@ class Xattrs:
             return "local"
         if entries or (node.local is not None and node.local.dirty):
             return "pending"
-        return "synced"
+        conflict = self.conflicts.message(node.doc.id) if node.doc is not None else None
+        return conflict or "synced"
 
     def table(self, node: Node) -> dict[str, str]:
         """Every attribute of ``node`` with its value."""

@@ -372,11 +372,15 @@ def test_mv_between_projects_copies_then_deletes(emulator: Emulator, mount: Moun
     assert dst.content("moved.txt") == b"moving house"
 
 
+@pytest.mark.parametrize("mode", ["copy", "newest-wins"])
 def test_conflicting_server_change_keeps_both_contents(
-    emulator: Emulator, mount_factory: Any
+    emulator: Emulator, mount_factory: Any, mode: str
 ) -> None:
-    m = mount_factory(emulator, "--write-back-delay", "3600")
-    p = Project(emulator, m, "conflict")
+    """Someone else saves a version while ours waits: theirs is never buried. By default
+    ours becomes a conflict copy next to the document; with newest-wins, the newest version.
+    Either way one warning says so."""
+    m = mount_factory(emulator, "--write-back-delay", "3600", "--on-conflict", mode)
+    p = Project(emulator, m, f"conflict-{mode}")
     doc = p.seed("shared.txt", b"base")
     assert (p.dir / "shared.txt").read_bytes() == b"base"
     (p.dir / "shared.txt").write_bytes(b"mine")  # pending locally
@@ -387,7 +391,16 @@ def test_conflicting_server_change_keeps_both_contents(
     m.process = None
     versions = p.versions("shared.txt")
     contents = [p.content("shared.txt", int(v["version"])) for v in versions]
-    assert contents == [b"base", b"theirs", b"mine"]
+    warnings = [line for line in m.log().splitlines() if "based on v1, server had v2" in line]
+    assert len(warnings) == 1 and " WARNING " in warnings[0]
+    if mode == "newest-wins":
+        assert contents == [b"base", b"theirs", b"mine"]
+        assert sorted(p.docs()) == ["shared.txt"]
+        return
+    assert contents == [b"base", b"theirs"]
+    copies = [n for n in p.docs() if n.startswith("shared (conflict ")]
+    assert len(copies) == 1 and copies[0].endswith(".txt")
+    assert p.content(copies[0]) == b"mine"
 
 
 @pytest.mark.parametrize("pattern", ["sequential", "rewrite-middle", "temp-then-rename"])

@@ -51,15 +51,25 @@ class Harness:
 
 @contextlib.asynccontextmanager
 async def open_harness(
-    emulator: Emulator, tmp_path: Path, project: str = "vfs", **overrides: Any
+    emulator: Emulator,
+    tmp_path: Path,
+    project: str | dict[str, Any] = "vfs",
+    cache: str = "cache",
+    **overrides: Any,
 ) -> AsyncIterator[Harness]:
-    """A running ``Filesystem`` over a fresh writable project; ``overrides`` go to ``Config``."""
-    created = emulator.admin(
-        "POST", f"/teams/{SLUG}/projects", json={"name": project, "hasWriteAccess": True}
+    """A running ``Filesystem`` over a writable project (a new one by that name, or the one
+    given as the emulator's JSON of it), with its cache in ``tmp_path / cache`` (another
+    mount of the same account: another cache); ``overrides`` go to ``Config``."""
+    created = (
+        project
+        if isinstance(project, dict)
+        else emulator.admin(
+            "POST", f"/teams/{SLUG}/projects", json={"name": project, "hasWriteAccess": True}
+        )
     )
     settings: dict[str, Any] = {"write_back_delay": 0, "dir_ttl": 0, **overrides}
     config = Config(
-        mountpoint=tmp_path / "mnt", api_url=emulator.url, cache_dir=tmp_path / "cache", **settings
+        mountpoint=tmp_path / "mnt", api_url=emulator.url, cache_dir=tmp_path / cache, **settings
     )
     config.cache_dir.mkdir(exist_ok=True)
     async with BimplusClient(emulator.url, StaticToken(emulator.token)) as client:
