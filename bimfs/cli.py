@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--local-only", action="append", default=[], metavar="PATTERN")
     mount.add_argument("--read-only", action="store_true")
     mount.add_argument(
+        "--offline-after",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long a filesystem call waits for the server before the mount works offline",
+    )
+    mount.add_argument(
         "--on-conflict",
         choices=["copy", "newest-wins"],
         default="copy",
@@ -178,6 +185,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         stream_uploads=args.stream_uploads,
         show_versions=args.show_versions,
         on_conflict=args.on_conflict,
+        offline_after=args.offline_after,
     )
 
 

@@ -108,6 +108,7 @@ class Config:
     stream_uploads: bool = True
     show_versions: bool = False
     on_conflict: str = "copy"  # or "newest-wins"
+    offline_after: float = 10.0  # a filesystem call waits for the server at most this long
 
     def __post_init__(self) -> None:
         if self.dir_ttl < 0:
@@ -116,6 +117,8 @@ class Config:
             raise ConfigError("--write-back-delay must be >= 0")
         if self.cache_size < 16 << 20:
             raise ConfigError("--cache-size must be at least 16M")
+        if not 0 < self.offline_after <= 600:
+            raise ConfigError("--offline-after must be between 0 and 600 seconds")
         if self.on_conflict not in ("copy", "newest-wins"):
             raise ConfigError("--on-conflict must be copy or newest-wins")
         if self.token_type not in ("BimPlus", "Bearer"):

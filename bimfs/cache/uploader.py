@@ -131,6 +131,7 @@ class Uploader:
         self._queue: list[tuple[float, int, str]] = []
         self._stale: set[str] = set()  # keys to look at again at the next wake-up
         self._requeue = False  # due times moved earlier: rebuild the queue
+        self._paused = False
         self._resumed_seq = 0  # entries up to this seq were saved by an earlier process
         self._next_prune = -math.inf
 
@@ -192,6 +193,21 @@ class Uploader:
             while not self._idle():
                 await self._changed.wait()
         return self._idle()
+
+    def pause(self) -> None:
+        """Start no upload until ``resume`` (the server cannot be reached)."""
+        self._paused = True
+
+    def resume(self) -> None:
+        """Start uploads again, what waited for a retry at once (the server is back)."""
+        self._paused = False
+        self._retry_at.clear()
+        self._requeue = True
+        self._wakeup()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
 
     async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109
         """Send everything pending now, ignoring the quiet period; True if all got done."""
@@ -284,6 +300,8 @@ class Uploader:
             for key in [k for k, t in self._touched.items() if t + self.delay < now]:
                 del self._touched[key]
             self._next_prune = now + max(self.delay, 1.0)
+        if self._paused:
+            return math.inf  # offline: resume() wakes the scheduler
         queue = self._queue
         while queue:
             due, seq, key = queue[0]

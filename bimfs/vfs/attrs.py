@@ -18,6 +18,7 @@ from bimfs.config import Config
 from bimfs.vfs.listing import Listings
 from bimfs.vfs.names import NAME_MAX
 from bimfs.vfs.nodes import Attr, DirKind, DirNode, FileNode, Node
+from bimfs.vfs.online import Offline
 from bimfs.vfs.rights import Rights
 
 UNKNOWN_QUOTA = 1 << 50  # 1 PiB: "a large plausible size"
@@ -84,7 +85,7 @@ class Attributes:
         total, used = UNKNOWN_QUOTA, 0
         team_slug = self.config.team
         teams: list[Team] = []
-        with contextlib.suppress(ApiError):
+        with contextlib.suppress(ApiError, Offline):
             teams = await self.listings.get_teams()
         chosen = [t for t in teams if team_slug is None or t.slug == team_slug]
         quotas = [t.total_storage for t in chosen if t.total_storage]

@@ -18,7 +18,6 @@ The order of a read: ``lookup`` (``Listings.entry``) -> ``open`` (rights, a cach
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import os
@@ -29,7 +28,7 @@ from typing import Any
 
 import trio
 
-from bimfs.api.errors import ApiError, ConflictError
+from bimfs.api.errors import ConflictError
 from bimfs.cache.content import ContentStore
 from bimfs.cache.journal import Journal
 from bimfs.config import Config
@@ -42,6 +41,7 @@ from bimfs.vfs.handles import DirHandles, Handle, Handles
 from bimfs.vfs.listing import Listings
 from bimfs.vfs.names import VERSIONS_DIR, LocalOnlyMatcher, safe_name
 from bimfs.vfs.nodes import Attr, DirKind, DirNode, FileNode, Node
+from bimfs.vfs.online import Connectivity, bounded_remote
 from bimfs.vfs.reads import Reads
 from bimfs.vfs.remote import Remote
 from bimfs.vfs.renames import Renames
@@ -63,26 +63,31 @@ class Filesystem:
         self.content = content
         self.journal = journal
         self.background = Background()
+        self.connectivity = Connectivity(
+            remote, self.background, bound=config.offline_after, on_change=self._online_changed
+        )
+        # What programs ask for waits at most the bound (uploads are not bounded, see online.py)
+        self.server = bounded_remote(remote, self.connectivity)
         self.tree = Tree(config)
         self.rights = Rights(config)
-        self.listings = Listings(config, remote, self.tree, journal, self.background)
+        self.listings = Listings(config, self.server, self.tree, journal, self.background)
         self.attributes = Attributes(config, self.rights, self.listings)
-        self.reads = Reads(remote, content)
+        self.reads = Reads(remote, content, self.connectivity)
         self.conflicts = Conflicts(config.cache_dir)
         self.uploads = Uploads(
             config, remote, journal, content, self.tree, self.listings, self.rights,
-            self.background, self.conflicts,
+            self.background, self.conflicts, self.connectivity,
         )  # fmt: skip
         self.uploader = self.uploads.uploader
         self.staging = Staging(
             journal, self.tree, self.reads, self.uploader, self.background, self.uploads.grew
         )
         self.renames = Renames(
-            remote, self.tree, self.listings, self.staging, self.uploads, self.rights, journal,
+            self.server, self.tree, self.listings, self.staging, self.uploads, self.rights, journal,
             LocalOnlyMatcher(config.local_only),
         )  # fmt: skip
         self.xattrs = Xattrs(
-            config, remote, self.tree, self.listings, self.staging, self.rights, journal,
+            config, self.server, self.tree, self.listings, self.staging, self.rights, journal,
             self.uploader, self.background, self.conflicts, self.status,
         )  # fmt: skip
         self.handles = Handles()
@@ -91,6 +96,12 @@ class Filesystem:
     @property
     def root(self) -> DirNode:
         return self.tree.root
+
+    def _online_changed(self, online: bool) -> None:
+        if online:
+            self.uploader.resume()
+        else:
+            self.uploader.pause()
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -132,6 +143,8 @@ class Filesystem:
             streams=[t for t in (e.status() for e in self.uploads.streams) if t is not None],
             cache=self.content.usage(),
         )
+        doc["connection"] = self.connectivity.describe()
+        doc["online"] = self.connectivity.online
         conflicts = self.conflicts.listing()
         if conflicts:
             doc["conflicts"] = conflicts[: status_doc.SUMMARY_ITEMS]
@@ -173,9 +186,10 @@ class Filesystem:
     async def getattr(self, ino: int) -> Attr:
         node = self.tree.node(ino)
         if isinstance(node, FileNode) and node.parent is not None and node.local is None:
-            # Refresh the directory so a changed document shows its new size after the TTL.
-            with contextlib.suppress(ApiError):
-                await self.listings.children(node.parent)
+            # A changed document shows its new size once its listing is refreshed (after the
+            # TTL); that happens in the background: stat, and the kernel's checks before each
+            # read of an open file, never wait for the server.
+            self.listings.refresh_soon(node.parent)
         return self.attr(node)
 
     async def setattr(
@@ -244,7 +258,7 @@ class Filesystem:
         if name == VERSIONS_DIR or safe_name(name) != name:
             raise FsError(errno.EINVAL, f"{name!r} cannot be a document folder name")
         slug, pid = d.slug or "", d.pid or ""
-        folder = await self.remote.create_folder(slug, pid, name, d.folder_id)
+        folder = await self.server.create_folder(slug, pid, name, d.folder_id)
         self.listings.put_folder(
             slug, pid, dataclasses.replace(folder, name=name, parent=d.folder_id, children=())
         )
@@ -276,7 +290,7 @@ class Filesystem:
         slug, pid = d.slug or "", d.pid or ""
         await self.uploads.settle_into(slug, pid, node.folder_id)
         try:
-            await self.remote.delete_folder(slug, node.folder_id or "")
+            await self.server.delete_folder(slug, node.folder_id or "")
         except ConflictError as exc:
             raise FsError(errno.ENOTEMPTY) from exc
         self.listings.drop_folder(slug, pid, node.folder_id or "")
@@ -417,7 +431,7 @@ class Filesystem:
             self.staging.drop_unsent(node)
         else:
             self.rights.require_delete(d, node.doc, node.path())
-            await self.remote.delete_attachment(d.slug or "", node.doc.id)
+            await self.server.delete_attachment(d.slug or "", node.doc.id)
             self.staging.drop_unsent(node)
             self.listings.drop_doc(d.slug or "", d.pid or "", node.doc.id)
             self.conflicts.drop(node.doc.id)
@@ -432,7 +446,7 @@ class Filesystem:
         if len(versions) <= 1:
             raise FsError(errno.EPERM, "the only version of a document cannot be deleted")
         try:
-            await self.remote.delete_version(slug, version.id, version.version)
+            await self.server.delete_version(slug, version.id, version.version)
         except ConflictError as exc:
             raise FsError(errno.EPERM, str(exc)) from exc
         left = [v for v in versions if v.version != version.version]

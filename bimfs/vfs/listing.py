@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from bimfs.vfs.errors import first_error
 from bimfs.vfs.keys import UploadTarget, VersionKey
 from bimfs.vfs.names import VERSIONS_DIR, NameRequest, assign_names, version_file_name
 from bimfs.vfs.nodes import DirKind, DirNode, FileNode, LocalData, Node
+from bimfs.vfs.online import Offline
 from bimfs.vfs.remote import Remote
 from bimfs.vfs.tree import Tree
 
@@ -75,6 +76,7 @@ class Listings:
         self.orphans: dict[tuple[str, str, str], list[FileNode]] = {}
         self._prefetch_limit = trio.CapacityLimiter(PREFETCH_PARALLEL)
         self._prefetching: set[tuple[str, str]] = set()
+        self._refreshing: set[tuple[str, ...]] = set()
         # Our own changes made while a project's listing is being fetched.
         self._loading: dict[tuple[str, str], int] = {}
         self._changes: dict[tuple[str, str], list[tuple[int, Change]]] = {}
@@ -82,17 +84,26 @@ class Listings:
 
     # ---------------------------------------------------------------- loading
 
+    async def _get(self, key: tuple[str, ...], load: Callable[[], Awaitable[Any]]) -> Any:
+        """The fresh value of ``key``; while the server cannot be reached, the last one known
+        (stale, never an error once something was known)."""
+        try:
+            return await self.meta.get(key, load, negative=lambda e: isinstance(e, NotFoundError))
+        except Offline:
+            known = self.meta.peek(key)
+            if known is None:
+                raise
+            return known
+
     async def get_teams(self) -> list[Team]:
-        teams: list[Team] = await self.meta.get(("teams",), self.remote.get_teams)
+        teams: list[Team] = await self._get(("teams",), self.remote.get_teams)
         for team in teams:
             self.teams[team.slug] = team
         return teams
 
     async def _projects(self, slug: str) -> list[Project]:
-        projects: list[Project] = await self.meta.get(
-            ("projects", slug),
-            lambda: self.remote.get_projects(slug),
-            negative=lambda e: isinstance(e, NotFoundError),
+        projects: list[Project] = await self._get(
+            ("projects", slug), lambda: self.remote.get_projects(slug)
         )
         return projects
 
@@ -153,7 +164,7 @@ class Listings:
                     change(fetched)
             return fetched
 
-        listing: ProjectListing = await self.meta.get(("listing", slug, pid), load)
+        listing: ProjectListing = await self._get(("listing", slug, pid), load)
         return listing
 
     async def versions(self, slug: str, aid: str) -> list[Attachment]:
@@ -168,7 +179,7 @@ class Listings:
                 return [doc]
             return await self.remote.list_versions(slug, aid)
 
-        versions: list[Attachment] = await self.meta.get(("versions", slug, aid), load)
+        versions: list[Attachment] = await self._get(("versions", slug, aid), load)
         return versions
 
     def _single_version(self, aid: str) -> bool:
@@ -264,6 +275,31 @@ class Listings:
             if d.listing_token is not versions:
                 self._build_vdir(d, versions)
         return d.children
+
+    def refresh_soon(self, d: DirNode) -> None:
+        """Refresh a directory's listing in the background if it is stale (``getattr`` never
+        waits for it)."""
+        key = self._listing_key(d)
+        if key is None or self.meta.is_fresh(key) or key in self._refreshing:
+            return
+        if self.background.spawn(self._refresh, d, key):
+            self._refreshing.add(key)
+
+    async def _refresh(self, d: DirNode, key: tuple[str, ...]) -> None:
+        try:
+            await self.children(d)
+        except Exception as exc:  # a background refresh must never take the mount down
+            log.debug("refreshing %s: %s", d.path(), exc)
+        finally:
+            self._refreshing.discard(key)
+
+    @staticmethod
+    def _listing_key(d: DirNode) -> tuple[str, ...] | None:
+        if d.kind in (DirKind.PROJECT, DirKind.FOLDER) and d.slug and d.pid:
+            return ("listing", d.slug, d.pid)
+        if d.kind is DirKind.VDIR and d.slug and d.doc_id:
+            return ("versions", d.slug, d.doc_id)
+        return None
 
     async def entry(self, d: DirNode, name: str) -> Node | None:
         """One entry of ``d`` by name; in ``versions/`` without building all of it (O(1))."""

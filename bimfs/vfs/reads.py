@@ -9,14 +9,25 @@ and a sent save is adopted under the same key, so the derivation lives in ``cont
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import TypeVar
 
+import trio
+
+from bimfs.api.errors import ApiError
 from bimfs.api.models import Attachment
 from bimfs.cache.content import CachedFile, ContentKey, ContentStore, Download, Fetcher
 from bimfs.vfs.handles import Handle
 from bimfs.vfs.nodes import FileNode
+from bimfs.vfs.online import Connectivity, Offline, unreachable
 from bimfs.vfs.remote import Remote
+
+T = TypeVar("T")
+
+# While offline, how long a read may wait for the content cache (cached bytes come at once).
+OFFLINE_CACHE_WAIT = 0.5
 
 
 def content_key(att: Attachment) -> ContentKey:
@@ -27,9 +38,10 @@ def content_key(att: Attachment) -> ContentKey:
 class Reads:
     """Opens the cache for files and answers reads."""
 
-    def __init__(self, remote: Remote, content: ContentStore) -> None:
+    def __init__(self, remote: Remote, content: ContentStore, connectivity: Connectivity) -> None:
         self.remote = remote
         self.content = content
+        self.connectivity = connectivity
 
     def key(self, node: FileNode) -> ContentKey | None:
         server = node.server
@@ -73,7 +85,31 @@ class Reads:
             handle.cached = self.open_cached(node)
             if handle.cached is None:
                 return b""
-        return await self.content.read(handle.cached, offset, size)
+        cached = handle.cached
+        if not self.connectivity.online:
+            data = self.content.read_cached(cached, offset, size)
+            if data is None:
+                raise Offline()  # at once: not cached, and the server cannot be reached
+            return data
+        return await self._from_server(lambda: self.content.read(cached, offset, size))
+
+    async def _from_server(self, wait: Callable[[], Awaitable[T]]) -> T:
+        """Wait for bytes that may have to come from the server: within the bound while
+        online (then the mount goes offline), only as long as the cache needs while offline
+        (what is cached is read at local speed, what is not fails at once)."""
+        connectivity = self.connectivity
+        limit = connectivity.bound if connectivity.online else OFFLINE_CACHE_WAIT
+        try:
+            with trio.fail_after(limit):
+                return await wait()
+        except trio.TooSlowError:
+            connectivity.went_offline()
+            raise Offline() from None
+        except ApiError as exc:
+            if unreachable(exc):
+                connectivity.went_offline(exc)
+                raise Offline() from exc
+            raise
 
     async def copy_into(self, node: FileNode, fd: int) -> int:
         """Copy the node's whole server version into ``fd`` (downloading what the cache lacks);
@@ -82,7 +118,12 @@ class Reads:
         if cached is None:
             return 0
         try:
-            path = await self.content.ensure_complete(cached)
+            if self.connectivity.online:
+                # A whole document may take long: only a stall (the store's own deadline) or
+                # the server going away stops it.
+                path = await self.content.ensure_complete(cached)
+            else:
+                path = await self._from_server(lambda: self.content.ensure_complete(cached))
             return copy_path(path, fd)
         finally:
             self.content.close(cached)

@@ -22,7 +22,7 @@ from pathlib import Path
 import trio
 
 from bimfs.api import settle
-from bimfs.api.errors import NotFoundError
+from bimfs.api.errors import ApiError, NotFoundError
 from bimfs.api.models import Attachment
 from bimfs.cache.content import ContentStore
 from bimfs.cache.journal import UPLOADING, Journal, JournalEntry
@@ -34,6 +34,7 @@ from bimfs.vfs.errors import describe
 from bimfs.vfs.keys import DocKey, UploadTarget, parse_key
 from bimfs.vfs.listing import Listings
 from bimfs.vfs.nodes import FileNode, LocalData
+from bimfs.vfs.online import Connectivity, unreachable
 from bimfs.vfs.reads import content_key
 from bimfs.vfs.remote import Remote
 from bimfs.vfs.rights import Rights
@@ -60,9 +61,11 @@ class Uploads:
         rights: Rights,
         background: Background,
         conflicts: Conflicts,
+        connectivity: Connectivity,
     ) -> None:
         self.config = config
         self.conflicts = conflicts
+        self.connectivity = connectivity
         self.remote = remote
         self.journal = journal
         self.content = content
@@ -182,6 +185,17 @@ class Uploads:
     # ---------------------------------------------------------------- sending
 
     async def upload(self, entry: JournalEntry, progress: Callable[[int], None]) -> Take | None:
+        """``send`` one entry, telling the connectivity what the server did."""
+        try:
+            take = await self.send(entry, progress)
+        except ApiError as exc:
+            if unreachable(exc):
+                self.connectivity.went_offline(exc)
+            raise
+        self.connectivity.reached()
+        return take
+
+    async def send(self, entry: JournalEntry, progress: Callable[[int], None]) -> Take | None:
         """Send one journal entry (called by the uploader, retried by it). Returns what the
         journal should do with the sent content: become the new version's cache entry.
 

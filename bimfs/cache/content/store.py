@@ -169,6 +169,22 @@ class ContentStore:
         self._bytes_served += len(data)
         return data
 
+    def read_cached(self, f: CachedFile, offset: int, size: int) -> bytes | None:
+        """Bytes ``[offset, offset + size)`` when the cache has all of them, else None (never
+        starts a download: what a read can have while the server cannot be reached)."""
+        entry = self._check(f)
+        end = min(offset + size, entry.key.size)
+        if offset >= end:
+            return b""
+        if entry.complete:
+            assert entry.fd is not None
+            data: bytes | None = pread_all(entry.fd, end - offset, offset)
+        else:
+            data = entry.try_read(offset, end)
+        if data is not None:
+            self._bytes_served += len(data)
+        return data
+
     async def ensure_complete(self, f: CachedFile) -> Path:
         """Fetch every missing block and return the complete file's path.
 
