@@ -14,10 +14,12 @@ with the files present; an unreadable index is replaced by an empty one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import secrets
 import sqlite3
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Container
@@ -73,6 +75,7 @@ class Index:
 
     ``used`` is the bytes all entries use. ``unpersisted`` holds the bitmaps (with their row's
     generation) of released partial entries whose data is not yet known to be on disk.
+    ``deleting`` is the bytes of removed entries whose files threads are still deleting.
     """
 
     def __init__(self, directory: Path, block_size: int) -> None:
@@ -81,6 +84,9 @@ class Index:
         self.rows: OrderedDict[str, Row] = OrderedDict()
         self.used = 0
         self.unpersisted: dict[str, tuple[str, bytes]] = {}
+        # Bytes of removed entries that threads are still deleting: space about to be free.
+        self._deleting = 0
+        self._deleting_lock = threading.Lock()
         self._failed = False
         self._db = self._open()
 
@@ -193,8 +199,16 @@ class Index:
             self._db.execute(sql, params)
         except sqlite3.Error as exc:
             if not self._failed:
-                log.error("content cache index %s: %s", self.dir / INDEX_NAME, exc)
+                # A full cache disk is a condition to report, not a fault of the mount: the
+                # index catches up with the next updates once there is room again.
+                full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+                log.log(
+                    logging.WARNING if full else logging.ERROR,
+                    "content cache index %s: %s", self.dir / INDEX_NAME, exc,
+                )  # fmt: skip
             self._failed = True
+        else:
+            self._failed = False
 
     def insert(self, key: ContentKey, digest: str, *, complete: bool) -> Row:
         """A new row for ``key`` (replacing any), the most recently used."""
@@ -275,8 +289,19 @@ class Index:
 
     # ---------------------------------------------------------------------------- removal
 
-    def remove(self, digest: str) -> None:
-        """Forget an entry and delete its files."""
+    @property
+    def deleting(self) -> int:
+        """Bytes of removed entries whose files are still being deleted by a thread."""
+        return self._deleting
+
+    def evictable(self, busy: Container[str]) -> int:
+        """Bytes of the entries that are not ``busy``: what eviction could free at most."""
+        return sum(row.used for digest, row in self.rows.items() if digest not in busy)
+
+    def remove(self, digest: str, trash: list[Path] | None = None) -> None:
+        """Forget an entry and delete its files. A file of ``DELETE_LATER_SIZE`` bytes or more
+        is renamed aside first, then deleted by a thread, or, with ``trash``, appended to it
+        for the caller to delete."""
         row = self.rows.pop(digest, None)
         used = 0
         if row is not None:
@@ -291,25 +316,38 @@ class Index:
                 continue
             # Deleted by a thread, so renamed first: the same key may be fetched again at once,
             # under the same name. A leftover is removed at the next start.
-            trash = self.dir / f"{digest}.{secrets.token_hex(4)}{TRASH_SUFFIX}"
+            moved = self.dir / f"{digest}.{secrets.token_hex(4)}{TRASH_SUFFIX}"
             try:
-                os.rename(path, trash)
+                os.rename(path, moved)
             except FileNotFoundError:
                 continue
-            delete(trash, used)
+            if trash is not None:
+                trash.append(moved)
+                continue
+            with self._deleting_lock:
+                self._deleting += used
+            delete(moved, used, functools.partial(self._deleted, used))
 
-    def evict(self, budget: int, busy: Container[str]) -> None:
+    def _deleted(self, nbytes: int) -> None:
+        # In the deleting thread.
+        with self._deleting_lock:
+            self._deleting -= nbytes
+
+    def evict(self, budget: int, busy: Container[str], trash: list[Path] | None = None) -> int:
         """Remove least recently used entries until they fit ``budget`` bytes, skipping the
-        ``busy`` ones (open, streaming or being finalised)."""
+        ``busy`` ones (open, streaming or being finalised); returns the bytes removed. Large
+        files go to ``trash`` when given (see ``remove``)."""
         if self.used <= budget:
-            return
+            return 0
+        before = self.used
         for digest in list(self.rows):
             if self.used <= budget:
                 break
             if digest in busy:
                 continue
             log.debug("evicting %s from the content cache", self.rows[digest].key.doc_id)
-            self.remove(digest)
+            self.remove(digest, trash)
+        return before - self.used
 
 
 def _connect(path: Path) -> sqlite3.Connection:
