@@ -156,9 +156,8 @@ def test_a_full_cache_disk_fails_saves_and_recovers_without_remount(
 
     # A save needs room: it fails with ENOSPC.
     content = os.urandom(1 << 20)
-    with pytest.raises(OSError) as failed:
-        with open(project / "report.bin", "wb") as f:
-            f.write(content)
+    with pytest.raises(OSError) as failed, open(project / "report.bin", "wb") as f:
+        f.write(content)
     assert failed.value.errno == errno.ENOSPC
 
     # Room again: the same mount saves and reads as before.
