@@ -40,10 +40,16 @@ def small_disk(path: Path, size: int) -> Iterator[Path]:
             subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
-def fill(path: Path) -> Path:
-    """Write ``path`` until its disk is full (to the last page); returns ``path``."""
+def fill(path: Path, leave: int = 0) -> Path:
+    """Write ``path`` until its disk is full (to the last page), or until only ``leave`` bytes
+    are free; returns ``path``."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
+        if leave:
+            block = b"\xa5" * (1 << 20)
+            while (want := free_bytes(path.parent) - leave) > 0:
+                os.write(fd, block[:want])
+            return path
         for size in (1 << 20, 64 << 10, 4 << 10, 512, 1):
             block = b"\xa5" * size
             while True:

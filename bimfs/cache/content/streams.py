@@ -87,6 +87,7 @@ class Stream:
         "fetch",
         "from_reader",
         "from_writer",
+        "last_read",
         "may_split",
         "memory",
         "opened",
@@ -141,6 +142,7 @@ class Stream:
         self.memory = entry.passthrough
         self.read_to = self.pos
         self.from_reader = trio.Event()
+        self.last_read = trio.current_time()
         # Set once this stream's response arrived (or it ended). A parallel segment waits for
         # its leader's, so the request for the bytes a reader is waiting on goes out alone.
         self.opened = trio.Event()
@@ -188,6 +190,7 @@ class Stream:
 
     def note_read(self, end: int) -> None:
         """A read was served bytes up to ``end`` from this stream's queue."""
+        self.last_read = trio.current_time()
         if end > self.read_to:
             self.read_to = end
             self.wake()
@@ -276,6 +279,8 @@ class Streams:
     def _start(self, entry: Entry, k: int, fetch: Fetcher) -> Stream:
         nursery = self._nursery()
         settings = self.settings
+        if entry.passthrough:
+            self._limit_memory_streams(entry)
         bs = self._block_size
         n = entry.nblocks
         if entry.no_range:
@@ -310,6 +315,24 @@ class Streams:
             self._launch(nursery, s)
         entry.notify()
         return leader
+
+    def _limit_memory_streams(self, entry: Entry) -> None:
+        """Before a memory stream of ``entry`` starts: stop the least recently read ones that
+        no read waits for, down to ``max_streams - 1``, so random reads of content passed
+        through hold a bounded number of windows."""
+        idle = [
+            s
+            for s in entry.streams
+            if s.memory
+            and not s.done
+            and not any(s.pos <= w.start < s.end_bytes for w in entry.waiters)
+        ]
+        busy = sum(1 for s in entry.streams if s.memory and not s.done) - len(idle)
+        idle.sort(key=lambda s: s.last_read)
+        while idle and busy + len(idle) >= self.settings.max_streams:
+            victim = idle.pop(0)
+            victim.end_block = victim.pos // self._block_size  # covers nothing from now on
+            victim.scope.cancel()
 
     def _launch(self, nursery: trio.Nursery, s: Stream) -> None:
         s.entry.streams.append(s)
