@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
@@ -23,7 +23,9 @@ import bimfs.cache.content.streams as streams_module
 import bimfs.cache.content.writer as writer_module
 from bimfs.cache.content import ContentKey, ContentStore, Download
 from bimfs.cache.errors import CacheFullError
-from tests.cache.fakes import FakeSource, running_store
+from bimfs.cache.journal import Journal, JournalEntry
+from bimfs.cache.uploader import Uploader
+from tests.cache.fakes import FakeFetchError, FakeSource, running_store
 from tests.support.disk import fill, free_bytes, small_disk
 
 KIB = 1024
@@ -386,3 +388,116 @@ async def test_a_failing_fsync_of_a_complete_entry_passes_it_through(
         # The next open tries to keep it again.
         assert await read_all(store, key, FakeSource(data), 256 * KIB) == data
         assert await kept(store, key)
+
+
+# ---------------------------------------------------------------------------- journal
+
+
+def journal_files(journal: Journal) -> list[str]:
+    return sorted(os.listdir(journal.dir))
+
+
+def staged(journal: Journal, content: bytes) -> Path:
+    staging = journal.staging_path()
+    staging.write_bytes(content)
+    return staging
+
+
+def test_a_commit_on_a_full_disk_leaves_the_journal_as_it_was(disk: Path) -> None:
+    journal = Journal(disk)
+    content = os.urandom(300 * KIB)
+    staging = staged(journal, content)
+    filler = fill(disk / "filler")
+    with pytest.raises(OSError) as caught:
+        journal.commit("doc:1", {"file_name": "a.txt"}, staging)
+    assert caught.value.errno == errno.ENOSPC
+    # The content is back in its staging file, whole; no record, no orphan.
+    assert journal_files(journal) == [staging.name]
+    assert staging.read_bytes() == content
+    assert journal.entries() == []
+    os.unlink(filler)
+    entry = journal.commit("doc:1", {"file_name": "a.txt"}, staging)
+    assert journal_files(journal) == sorted([f"{entry.id}.data", f"{entry.id}.json"])
+    [again] = Journal(disk).entries()
+    assert again.data_path.read_bytes() == content
+
+
+def test_a_record_change_on_a_full_disk_leaves_nothing_behind(disk: Path) -> None:
+    journal = Journal(disk)
+    entry = journal.commit("doc:1", {"file_name": "a.txt"}, staged(journal, b"saved"))
+    files = journal_files(journal)
+    filler = fill(disk / "filler")
+    for change in (
+        lambda: journal.mark_uploading(entry.id),
+        lambda: journal.mark_failed(entry.id, "refused"),
+        lambda: journal.update_meta(entry.id, {"file_name": "b.txt"}),
+    ):
+        with pytest.raises(OSError) as caught:
+            change()
+        assert caught.value.errno == errno.ENOSPC
+        assert journal_files(journal) == files  # no half-written record left behind
+    # The entry is as it was, in memory and on disk.
+    for seen in (journal.get(entry.id), Journal(disk).get(entry.id)):
+        assert seen is not None
+        assert (seen.state, seen.attempts, seen.name) == ("pending", 0, "a.txt")
+    os.unlink(filler)
+    assert journal.mark_uploading(entry.id).attempts == 1
+    [loaded] = Journal(disk).entries()
+    assert (loaded.state, loaded.attempts) == ("uploading", 1)
+
+
+async def test_an_upload_whose_outcome_cannot_be_recorded_is_sent_again(
+    disk: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = Journal(disk)
+    journal.commit("doc:1", {"file_name": "a.txt"}, staged(journal, b"saved"))
+    attempts: list[int] = []
+    gate = trio.Event()
+
+    async def upload(entry: JournalEntry, progress: Callable[[int], None]) -> None:
+        attempts.append(entry.attempts)
+        if len(attempts) == 1:
+            await gate.wait()
+            raise FakeFetchError("connection reset", retryable=True)
+
+    uploader = Uploader(journal, upload, delay=0.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(uploader.run)
+        await trio.testing.wait_all_tasks_blocked()
+        assert attempts == [1]
+        # The upload fails while the disk is full: "pending again" cannot be recorded.
+        filler = fill(disk / "filler")
+        gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        os.unlink(filler)
+        assert await uploader.wait_idle(600)
+        nursery.cancel_scope.cancel()
+    assert attempts == [1, 2]  # sent again, and the callable can tell it may have landed
+    assert journal.entries() == []
+    assert journal_files(journal) == []
+    levels = {r.getMessage(): r.levelno for r in caplog.records if r.name.startswith("bimfs")}
+    assert not [m for m, level in levels.items() if level >= logging.ERROR], levels
+    assert any("could not update the upload journal" in m for m in levels)
+
+
+async def test_uploads_go_on_soon_after_the_journal_disk_has_room_again(
+    disk: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    journal = Journal(disk)
+    journal.commit("doc:1", {"file_name": "a.txt"}, staged(journal, b"saved"))
+    sent: list[float] = []
+
+    async def upload(entry: JournalEntry, progress: Callable[[int], None]) -> None:
+        sent.append(trio.current_time())
+
+    filler = fill(disk / "filler")
+    uploader = Uploader(journal, upload, delay=0.0, max_backoff=60.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(uploader.run)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sent == []  # its attempt could not be recorded: not sent
+        os.unlink(filler)
+        freed = trio.current_time()
+        assert await uploader.wait_idle(600)
+        nursery.cancel_scope.cancel()
+    assert len(sent) == 1 and sent[0] - freed < 5
