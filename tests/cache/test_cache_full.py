@@ -159,6 +159,20 @@ def cache_files_in(root: Path) -> list[str]:
     return sorted(n for n in os.listdir(root / "content") if not n.startswith("index.db"))
 
 
+async def test_a_read_longer_than_the_window_of_content_passed_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streams_module, "MEMORY_AHEAD", 128 * KIB)
+    monkeypatch.setattr(streams_module, "MEMORY_BEHIND", 32 * KIB)
+    data = os.urandom(2 << 20)
+    src = FakeSource(data, chunk_size=32 * KIB)
+    async with running_store(tmp_path, 1 << 30, block_size=BS, min_free=1 << 62) as store:
+        f = store.open(key_for(data, "big"), src.fetch)
+        with trio.fail_after(10):
+            assert await store.read(f, 1000, 1 << 20) == data[1000 : 1000 + (1 << 20)]
+        store.close(f)
+
+
 async def test_concurrent_and_far_reads_of_content_passed_through(tmp_path: Path) -> None:
     data = os.urandom(3 << 20)
     key = key_for(data, "big")
@@ -303,6 +317,29 @@ async def test_a_read_on_a_full_disk_cleans_up_and_the_next_keeps_it(
     # ... for good: a new store (a remount) finds it.
     async with running_store(disk, 1 << 30, block_size=BS) as store:
         assert store.is_complete(key)
+
+
+async def test_a_store_opened_on_a_full_disk_works_from_its_index(
+    disk: Path, no_errors: None
+) -> None:
+    data = os.urandom(300 * KIB)
+    async with running_store(disk, 1 << 30, block_size=BS) as store:
+        key = await cache(store, data, "doc")
+    filler = fill(disk / "filler")
+    # A remount while the disk is full: the index cannot be opened for writing (a WAL
+    # database needs room for its log and shared memory), so it is read into memory.
+    async with running_store(disk, 1 << 30, block_size=BS) as store:
+        assert store.is_complete(key)
+        f = store.open(key, no_fetch)
+        assert await store.read(f, 0, len(data)) == data
+        other = os.urandom(200 * KIB)
+        okey = key_for(other, "other")
+        assert await read_all(store, okey, FakeSource(other), 64 * KIB) == other
+        store.close(f)
+    os.unlink(filler)
+    async with running_store(disk, 1 << 30, block_size=BS) as store:
+        assert await read_all(store, okey, FakeSource(other), 64 * KIB) == other
+        assert await kept(store, okey)
 
 
 # ---------------------------------------------------------------- injected write errors

@@ -171,3 +171,25 @@ def test_a_full_cache_disk_fails_saves_and_recovers_without_remount(
     assert (project / "report.bin").read_bytes() == content
     assert sha(project / "model.ifc") == hashlib.sha256(big).hexdigest()
     assert leftovers(disk / "cache") == []
+
+
+def test_mounting_with_a_full_cache_disk(
+    cache_mount: Mount, emulator: Emulator, disk: Path
+) -> None:
+    pid = new_project(emulator, "mount-full")
+    emulator.upload(SLUG, pid, "notes.txt", b"notes\n")
+    data = os.urandom(3 << 20)
+    emulator.upload(SLUG, pid, "plan.pdf", data)
+    project = cache_mount.p(SLUG, "mount-full")
+    assert (project / "notes.txt").read_bytes() == b"notes\n"
+    cache_mount.unmount()
+    filler = fill(disk / "filler")
+    cache_mount.start()
+    assert (project / "notes.txt").read_bytes() == b"notes\n"
+    assert sha(project / "plan.pdf") == hashlib.sha256(data).hexdigest()
+    os.unlink(filler)
+    (project / "notes.txt").write_bytes(b"more notes\n")
+    cache_mount.wait_synced()
+    notes = emulator.attachment(SLUG, pid, "notes.txt")
+    assert emulator.download(SLUG, notes["id"]) == b"more notes\n"
+    assert leftovers(disk / "cache") == []

@@ -88,6 +88,8 @@ class Index:
         self._deleting = 0
         self._deleting_lock = threading.Lock()
         self._failed = False
+        # True when the index on disk could not be opened and this run's lives in memory.
+        self.in_memory = False
         self._db = self._open()
 
     def final_path(self, digest: str) -> Path:
@@ -108,26 +110,60 @@ class Index:
     # ------------------------------------------------------------------- opening, reconciling
 
     def _open(self) -> sqlite3.Connection:
-        """Open the index and load it; an unreadable index is replaced by an empty one."""
+        """Open the index and load it; an unreadable index is replaced by an empty one, one
+        that cannot be opened now (a full disk) is read into memory for this run."""
         path = self.dir / INDEX_NAME
         try:
             self._db = _connect(path)
             self._load()
             return self._db
         except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(AttributeError, sqlite3.Error):
+                self._db.close()
+            self.rows.clear()
+            self.used = 0
+            if not _damaged(exc):
+                return self._open_in_memory(path, exc)
             # The index is only a cache of what the directory holds: start over rather than
             # refuse to mount. The content files it described become orphans, removed below.
             log.warning("content cache index %s is unreadable (%s); starting empty", path, exc)
-            with contextlib.suppress(AttributeError, sqlite3.Error):
-                self._db.close()
             for suffix in ("", "-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(f"{path}{suffix}")
-            self.rows.clear()
-            self.used = 0
             self._db = _connect(path)
             self._load()
             return self._db
+
+    def _open_in_memory(self, path: Path, error: sqlite3.Error) -> sqlite3.Connection:
+        """The index cannot be opened for writing (a WAL database needs room for its shared
+        memory and log files): load what it holds into an index in memory, for this run only.
+        The files it does not describe are kept (their rows may be in the log), and the index
+        on disk is left as it is for the next start."""
+        log.warning(
+            "content cache index %s cannot be opened (%s); this mount keeps its index in"
+            " memory only",
+            path, error,
+        )  # fmt: skip
+        self.in_memory = True
+        db = sqlite3.connect(":memory:", isolation_level=None)
+        db.execute(_SCHEMA)
+        try:
+            # Read-only, without the log and its shared memory: what the last clean shutdown
+            # wrote into the database itself.
+            src = sqlite3.connect(f"{path.as_uri()}?immutable=1", uri=True)
+            try:
+                src.backup(db)
+            finally:
+                src.close()
+            db.execute("SELECT count(*) FROM entries").fetchone()
+        except sqlite3.Error as exc:
+            log.debug("content cache index %s: nothing could be read (%s)", path, exc)
+            db.close()
+            db = sqlite3.connect(":memory:", isolation_level=None)
+            db.execute(_SCHEMA)
+        self._db = db
+        self._load()
+        return db
 
     def _load(self) -> None:
         """Read the index and reconcile it with the files actually present."""
@@ -174,6 +210,8 @@ class Index:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.dir / name)
                 continue
+            if self.in_memory:
+                continue  # their rows may be in the log this run could not read
             stem = name.removesuffix(PART_SUFFIX)
             if len(stem) == 64 and all(c in "0123456789abcdef" for c in stem):
                 with contextlib.suppress(FileNotFoundError):
@@ -348,6 +386,15 @@ class Index:
             log.debug("evicting %s from the content cache", self.rows[digest].key.doc_id)
             self.remove(digest, trash)
         return before - self.used
+
+
+def _damaged(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` says the index file is not a (sound) database, rather than that it
+    could not be opened or written now."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return True  # raised without a result code: treat as unreadable, as before
+    return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
 def _connect(path: Path) -> sqlite3.Connection:

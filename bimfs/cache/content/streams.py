@@ -645,10 +645,16 @@ class Streams:
     @staticmethod
     def _trim(s: Stream) -> None:
         """Drop the start of a memory stream's window: what is ``MEMORY_BEHIND`` before its
-        furthest read, and whatever makes it longer than ``MEMORY_AHEAD + MEMORY_BEHIND``."""
+        furthest read, and whatever makes it longer than ``MEMORY_AHEAD + MEMORY_BEHIND``,
+        but never bytes a waiting read needs."""
         keep_from = s.read_to - MEMORY_BEHIND
+        needed = min(
+            (w.start for w in s.entry.waiters if s.pos <= w.start < s.recv_end), default=None
+        )
         while s.queue:
             n = len(s.queue[0])
+            if needed is not None and s.pos + n > needed:
+                return
             if s.pos + n > keep_from and s.queued <= MEMORY_AHEAD + MEMORY_BEHIND:
                 return
             s.queue.popleft()
