@@ -1,9 +1,10 @@
-"""The content store on a full, small or failing disk: reads go on, the cache cleans up after
-itself and keeps content again as soon as there is room.
+"""The cache on a full, small or failing disk: reads go on, the content store, the journal
+and the uploader clean up after themselves, and all of them work again as soon as there is
+room, without a new start.
 
 Real disks where that is practical (a tmpfs of a few MiB, root only; see
 ``tests.support.disk``), and failures injected into the one write helper of the cache files
-(``writer.timed_pwrite``) for the errors a tmpfs does not make (EIO, EDQUOT).
+(``writer.timed_pwrite``) for the errors a tmpfs does not make (EIO, EDQUOT, EFBIG).
 """
 
 from __future__ import annotations
