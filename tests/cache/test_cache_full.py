@@ -26,7 +26,7 @@ from bimfs.cache.content import ContentKey, ContentStore, Download
 from bimfs.cache.errors import CacheFullError
 from bimfs.cache.journal import Journal, JournalEntry
 from bimfs.cache.uploader import Uploader
-from tests.cache.fakes import FakeFetchError, FakeSource, running_store
+from tests.cache.fakes import FakeFetchError, FakeSource, Short, running_store
 from tests.support.disk import fill, free_bytes, small_disk
 
 KIB = 1024
@@ -174,6 +174,20 @@ async def test_a_read_longer_than_the_window_of_content_passed_through(
         store.close(f)
 
 
+async def test_a_flaky_download_of_content_passed_through_goes_on_while_it_moves(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    data = os.urandom(2 << 20)
+    src = FakeSource(data, chunk_size=32 * KIB)
+    src.faults = [Short(after=200 * KIB) for _ in range(6)]  # more than fetch_retries
+    async with running_store(
+        tmp_path, 1 << 30, block_size=BS, min_free=1 << 62, fetch_retries=3
+    ) as store:
+        assert await read_all(store, key_for(data, "big"), src, 128 * KIB) == data
+    assert len(src.calls) == 7
+    assert src.refetched() == 0  # each retry goes on from where the last one stopped
+
+
 async def test_concurrent_and_far_reads_of_content_passed_through(tmp_path: Path) -> None:
     data = os.urandom(3 << 20)
     key = key_for(data, "big")
@@ -255,6 +269,23 @@ async def test_room_is_made_by_evicting_least_recently_used_entries(
         assert not store.is_complete(e)
         assert store.is_complete(a) and store.is_complete(c) and store.is_complete(d)
         store.close(held)
+
+
+async def test_a_large_entry_evicted_for_room_is_gone_before_the_write(
+    tmp_path: Path, no_errors: None
+) -> None:
+    # Files of 16 MiB and more are deleted by a thread; room made for a write waits for it.
+    with small_disk(tmp_path / "disk", 24 << 20) as disk:
+        async with running_store(disk, 1 << 30, block_size=1 << 20, min_free=0) as store:
+            big = await cache(store, os.urandom(16 << 20), "big")
+            data = os.urandom(12 << 20)
+            key = key_for(data, "next")
+            assert await read_all(store, key, FakeSource(data, chunk_size=1 << 20), 1 << 20) == (
+                data
+            )
+            assert await kept(store, key)
+            assert not store.is_complete(big)
+            assert cache_files(store) == [key.digest()]
 
 
 async def test_the_disk_filling_up_during_a_read_evicts_then_passes_through(

@@ -31,7 +31,7 @@ import trio
 
 from bimfs.cache.blocks import BlockSet
 from bimfs.cache.content.keys import ContentKey
-from bimfs.cache.files import DELETE_LATER_SIZE, delete, file_size, fsync_path
+from bimfs.cache.files import DELETE_LATER_SIZE, delete, file_size, fsync_path, unlink_all
 
 __all__ = ["Index", "Row"]
 
@@ -336,10 +336,10 @@ class Index:
         """Bytes of the entries that are not ``busy``: what eviction could free at most."""
         return sum(row.used for digest, row in self.rows.items() if digest not in busy)
 
-    def remove(self, digest: str, trash: list[Path] | None = None) -> None:
+    def remove(self, digest: str, trash: list[tuple[Path, int]] | None = None) -> None:
         """Forget an entry and delete its files. A file of ``DELETE_LATER_SIZE`` bytes or more
         is renamed aside first, then deleted by a thread, or, with ``trash``, appended to it
-        for the caller to delete."""
+        (with its size) for the caller to delete with ``delete_now``."""
         row = self.rows.pop(digest, None)
         used = 0
         if row is not None:
@@ -359,19 +359,27 @@ class Index:
                 os.rename(path, moved)
             except FileNotFoundError:
                 continue
-            if trash is not None:
-                trash.append(moved)
-                continue
             with self._deleting_lock:
                 self._deleting += used
+            if trash is not None:
+                trash.append((moved, used))
+                continue
             delete(moved, used, functools.partial(self._deleted, used))
+
+    def delete_now(self, trash: list[tuple[Path, int]]) -> None:
+        """Delete the files ``remove`` put in ``trash`` (blocking: in a worker thread)."""
+        for path, used in trash:
+            unlink_all((path,))
+            self._deleted(used)
 
     def _deleted(self, nbytes: int) -> None:
         # In the deleting thread.
         with self._deleting_lock:
             self._deleting -= nbytes
 
-    def evict(self, budget: int, busy: Container[str], trash: list[Path] | None = None) -> int:
+    def evict(
+        self, budget: int, busy: Container[str], trash: list[tuple[Path, int]] | None = None
+    ) -> int:
         """Remove least recently used entries until they fit ``budget`` bytes, skipping the
         ``busy`` ones (open, streaming or being finalised); returns the bytes removed. Large
         files go to ``trash`` when given (see ``remove``)."""

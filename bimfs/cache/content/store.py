@@ -28,7 +28,6 @@ from bimfs.cache.files import (
     make_private_dir,
     no_space,
     pread_all,
-    unlink_all,
 )
 
 __all__ = ["MIN_FREE_FRACTION", "MIN_FREE_MAX", "ContentStore"]
@@ -387,11 +386,11 @@ class ContentStore:
         index = self._index
         if need > room + index.evictable(self._entries):
             return False, 0
-        trash: list[Path] = []
+        trash: list[tuple[Path, int]] = []
         evicted = index.evict(index.used - (need - room), self._entries, trash)
         if trash:
             # Deleted before the write that needs the space, not by a thread of their own.
-            await trio.to_thread.run_sync(unlink_all, trash)
+            await trio.to_thread.run_sync(index.delete_now, trash)
         return True, evicted
 
     async def _prepare(self, entry: Entry) -> bool:

@@ -388,6 +388,7 @@ class Streams:
                     return
                 while self._more(s):
                     filled_before = entry.blocks.count
+                    received_before = s.received
                     try:
                         if s.memory:
                             await self._once_in_memory(s)
@@ -399,7 +400,12 @@ class Streams:
                             continue  # room was made: go on from where the writes stopped
                         return  # passed through (this stream was stopped)
                     except Exception as exc:
-                        if entry.blocks.count > filled_before:
+                        moved = (
+                            s.received > received_before
+                            if s.memory
+                            else entry.blocks.count > filled_before
+                        )
+                        if moved:
                             attempt = 0  # it moved forward: a flaky link, not a dead one
                         if not getattr(exc, "retryable", False) or attempt >= retries:
                             s.error = exc
