@@ -12,6 +12,7 @@ from bimfs.cache.content import CachedFile, ContentKey, ContentStore, Download, 
 from bimfs.cache.errors import (
     CacheClosedError,
     CacheError,
+    CacheFullError,
     ContentError,
     ContentShortError,
     ContentSizeError,
@@ -26,6 +27,7 @@ from bimfs.cache.uploader import Uploader, UploadFn
 __all__ = [
     "CacheClosedError",
     "CacheError",
+    "CacheFullError",
     "CachedFile",
     "ContentError",
     "ContentKey",

@@ -9,6 +9,7 @@ decisions the cache makes on its own are reported with these classes::
     │   ├── ContentTimeoutError       the bytes did not arrive before the read's deadline
     │   ├── ContentShortError         a download ended before the bytes it was asked for
     │   └── ContentSizeError          the server sent more (or other) bytes than the key's size
+    ├── CacheFullError                the cache disk has no room for content needed whole
     ├── CacheClosedError              a handle was used after close, or the store is not running
     └── JournalError                  the upload journal could not do what was asked
         └── JournalEntryNotFoundError no journal entry has that id
@@ -18,6 +19,8 @@ thing again later can help.
 """
 
 from __future__ import annotations
+
+import errno
 
 
 class CacheError(Exception):
@@ -47,6 +50,21 @@ class ContentSizeError(ContentError):
 
     Trying again cannot help: the metadata the key was built from is out of date.
     """
+
+
+class CacheFullError(CacheError, OSError):
+    """The cache disk has no room for content that is needed whole (``ensure_complete``: a
+    copy of a document to edit), even after evicting what could be evicted.
+
+    An ``OSError`` with ``errno.ENOSPC``, like the disk's own error. Reads never raise it:
+    content the cache cannot keep is passed through to the reader. Freeing space on the cache
+    disk and trying again helps.
+    """
+
+    retryable = True
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.ENOSPC, message)
 
 
 class CacheClosedError(CacheError):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,24 @@ log = logging.getLogger(__name__)
 
 #: Files at least this large are deleted by a short-lived thread (see ``delete``).
 DELETE_LATER_SIZE = 16 << 20
+
+#: ``errno`` values of a write that failed because the disk (or the user's quota) is full.
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def no_space(exc: BaseException) -> bool:
+    """True when ``exc`` says the disk (or the user's quota) has no room left."""
+    return isinstance(exc, OSError) and exc.errno in NO_SPACE
+
+
+def disk_space(path: Path) -> tuple[int, int] | None:
+    """``(free, total)`` bytes of the file system holding ``path``, free counting only what a
+    process without the superuser's reserve may write; None when it cannot be asked."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
 
 
 def fsync_dir(path: Path) -> None:
@@ -79,28 +99,43 @@ def pread_all(fd: int, size: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
-def delete(path: Path, size: int) -> None:
+def delete(path: Path, size: int, done: Callable[[], None] | None = None) -> None:
     """Delete ``path`` (``size`` bytes), which nothing will ever create again under that name.
 
     Deleting a large file frees its page cache, about 0.2 s per GiB, and the caller is often
     the event loop: a file of at least ``DELETE_LATER_SIZE`` bytes is deleted by a short-lived
-    thread. A missing file is fine. Should the process end before that thread ran, the file is
-    left behind; callers name such files so that their next start removes them.
+    thread, which calls ``done()`` (if given) when the file is gone. A missing file is fine.
+    Should the process end before that thread ran, the file is left behind; callers name such
+    files so that their next start removes them.
     """
     if size < DELETE_LATER_SIZE:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+        if done is not None:
+            done()
         return
-    threading.Thread(target=_unlink_quietly, args=(path,), name="delete", daemon=True).start()
+    threading.Thread(
+        target=_unlink_quietly, args=((path,), done), name="delete", daemon=True
+    ).start()
 
 
-def _unlink_quietly(path: Path) -> None:
+def unlink_all(paths: Iterable[Path]) -> None:
+    """Delete every file of ``paths`` now (missing ones are fine; others' errors are logged)."""
+    _unlink_quietly(paths, None)
+
+
+def _unlink_quietly(paths: Iterable[Path], done: Callable[[], None] | None) -> None:
     try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("could not delete %s: %s", path, exc)
+        for path in paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("could not delete %s: %s", path, exc)
+    finally:
+        if done is not None:
+            done()
 
 
 #: How much a sequential writer writes between two calls of ``start_writeback``.

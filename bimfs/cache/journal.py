@@ -12,6 +12,11 @@ temporary file, fsyncs it, renames it over ``<id>.json`` and fsyncs the director
 it return, so a save acknowledged to the user survives ``kill -9`` and a power cut. Every later
 change of the record uses the same write-temp-then-rename, so a record on disk is always whole.
 
+A full or failing disk: a commit that cannot write its record raises the disk's error and leaves
+the journal as it was, with the content back in its staging file (the caller's, to commit again
+or keep); a change of a record that cannot be written raises it too and leaves the entry as it
+was, in memory and on disk. Neither leaves a file behind.
+
 At load, a ``.data`` file without a record was never acknowledged (a crash inside ``commit``) or
 already sent (a crash inside ``complete``): it is removed. A record whose content is missing is
 kept and shown as failed: the journal never drops an entry on its own, only ``complete`` (after
@@ -439,15 +444,22 @@ class Journal:
         payload = json.dumps(record, ensure_ascii=False, indent=1).encode("utf-8")
         final = self._record_path(entry.id)
         tmp = final.with_name(final.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                view = memoryview(payload)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+        except BaseException:
+            # A full or failing disk: the record on disk is the one before (or none), and the
+            # space the half-written one took is given back now, not at the next load.
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         fsync_dir(self.dir)
 
     def _remove(self, entry: JournalEntry, take: Callable[[Path], bool] | None = None) -> None:

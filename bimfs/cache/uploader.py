@@ -33,6 +33,14 @@ Outcomes
     propagates. An entry found ``uploading`` at start (the process died mid-upload) goes back to
     pending; its ``attempts`` above 1 tell the upload callable to check whether it landed.
 
+Journal trouble (a full or failing cache disk)
+    An upload starts only once its attempt is recorded (``mark_uploading``); if the record
+    cannot be written the entry waits, with a backoff of its own. An outcome that cannot be
+    recorded leaves the entry ``uploading`` in the journal although no upload runs: such an entry
+    is a candidate like a pending one (after the backoff), so it is sent again (and settled by
+    the upload callable, its attempts say so) instead of being stuck until the next run. The
+    first failure of a streak is logged (a full disk as a warning), and the recovery.
+
 The uploader never reads the content itself: the upload callable streams ``entry.data_path``.
 """
 
@@ -51,6 +59,7 @@ import trio
 
 from bimfs.backoff import backoff
 from bimfs.cache.errors import JournalEntryNotFoundError
+from bimfs.cache.files import no_space
 from bimfs.cache.journal import FAILED, PENDING, UPLOADING, Journal, JournalEntry
 
 log = logging.getLogger(__name__)
@@ -133,6 +142,7 @@ class Uploader:
         self._requeue = False  # due times moved earlier: rebuild the queue
         self._paused = False
         self._resumed_seq = 0  # entries up to this seq were saved by an earlier process
+        self._journal_failures = 0  # journal writes that failed in a row
         self._next_prune = -math.inf
 
     # -------------------------------------------------------------------------- interface
@@ -326,7 +336,7 @@ class Uploader:
                 self._held.add(key)
                 continue
             entry = self.journal.get(head.id)
-            if entry is None or entry.state != PENDING:
+            if entry is None or entry.state == FAILED:
                 self._stale.add(key)
                 continue
             self._active[entry.id] = _Transfer(entry, now)
@@ -341,7 +351,8 @@ class Uploader:
                 self._seen.setdefault(entry_id, now)
             if head is None and state != FAILED:
                 head = (entry_id, seq, state)  # only the oldest unfinished entry of a key may go
-        if head is None or head[2] != PENDING or head[0] in self._active:
+        # The head may be "uploading" without being sent: its outcome could not be recorded.
+        if head is None or head[0] in self._active:
             self._heads.pop(key, None)
             return
         entry_id, seq, _ = head
@@ -371,9 +382,9 @@ class Uploader:
             except JournalEntryNotFoundError:
                 return  # superseded or discarded since it was scheduled
             except OSError as exc:
-                log.error("could not update the upload journal in %s: %s", self.journal.dir, exc)
-                self._retry_at[entry_id] = trio.current_time() + self.max_backoff
+                self._journal_failed(entry_id, exc)
                 return
+            self._journal_written()
             transfer.entry = entry
             try:
                 take = await self.upload(entry, transfer.progress)
@@ -384,9 +395,9 @@ class Uploader:
                 self._journal_call(self.journal.mark_pending, entry_id, 0.0)
                 raise
             else:
-                self._journal_call(self.journal.complete, entry_id, take)
-                self._retry_at.pop(entry_id, None)
-                log.debug("uploaded %s (%d bytes)", entry.name, entry.size)
+                if self._journal_call(self.journal.complete, entry_id, take):
+                    self._retry_at.pop(entry_id, None)
+                    log.debug("uploaded %s (%d bytes)", entry.name, entry.size)
         finally:
             del self._active[entry_id]
             # Whatever happened (even nothing the journal recorded), the key's next candidate
@@ -398,7 +409,8 @@ class Uploader:
     def _failed(self, entry: JournalEntry, exc: Exception) -> None:
         if not is_retryable(exc):
             reason = self._describe(exc)
-            self._journal_call(self.journal.mark_failed, entry.id, reason)
+            if not self._journal_call(self.journal.mark_failed, entry.id, reason):
+                return  # not recorded: tried again (after a backoff), and refused again
             log.warning(
                 "upload of %s refused: %s (the content stays in %s until retried or discarded)",
                 entry.name, reason, self.journal.dir,
@@ -429,11 +441,40 @@ class Uploader:
             # A faulty description must not lose the entry's failure: fall back to the raw text.
             return f"{type(exc).__name__}: {exc}"
 
-    def _journal_call(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Journal bookkeeping that must not kill the uploader."""
+    def _journal_call(self, fn: Callable[..., Any], entry_id: str, *args: Any) -> bool:
+        """Journal bookkeeping of one entry that must not kill the uploader; False when it
+        could not be written (the entry is tried again after a backoff)."""
         try:
-            fn(*args)
+            fn(entry_id, *args)
         except JournalEntryNotFoundError:
             pass  # discarded meanwhile: nothing left to record
         except OSError as exc:
-            log.error("could not update the upload journal in %s: %s", self.journal.dir, exc)
+            self._journal_failed(entry_id, exc)
+            return False
+        else:
+            self._journal_written()
+        return True
+
+    def _journal_failed(self, entry_id: str, exc: OSError) -> None:
+        """Writing the journal failed for an entry: report it at the first failure of a streak
+        (a full disk as a warning), and try the entry again after a backoff."""
+        self._journal_failures += 1
+        failures = self._journal_failures
+        if failures == 1:
+            log.log(
+                logging.WARNING if no_space(exc) else logging.ERROR,
+                "could not update the upload journal in %s: %s (uploads wait until it can be"
+                " written)",
+                self.journal.dir, exc,
+            )  # fmt: skip
+        delay = backoff(
+            min(failures, 30) - 1, base=self.base_backoff, cap=self.max_backoff, jitter=(0.8, 1.2)
+        )
+        self._retry_at[entry_id] = max(
+            self._retry_at.get(entry_id, -math.inf), trio.current_time() + delay
+        )
+
+    def _journal_written(self) -> None:
+        if self._journal_failures:
+            self._journal_failures = 0
+            log.info("the upload journal in %s can be written again", self.journal.dir)

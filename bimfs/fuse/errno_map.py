@@ -38,6 +38,7 @@ CACHE_ERRNO: tuple[tuple[type[BaseException], int], ...] = (
     (cache_errors.ContentShortError, errno.EIO),
     (cache_errors.ContentSizeError, errno.EIO),
     (cache_errors.ContentError, errno.EIO),
+    (cache_errors.CacheFullError, errno.ENOSPC),
     (cache_errors.CacheClosedError, errno.EIO),
     (cache_errors.JournalEntryNotFoundError, errno.EIO),
     (cache_errors.JournalError, errno.EIO),

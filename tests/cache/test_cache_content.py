@@ -20,6 +20,7 @@ import bimfs.cache.content.writer as writer_module
 from bimfs.cache.content import ContentKey, ContentStore, Download
 from bimfs.cache.errors import (
     CacheClosedError,
+    CacheFullError,
     ContentShortError,
     ContentSizeError,
     ContentTimeoutError,
@@ -655,7 +656,7 @@ async def test_bytes_read_from_memory_are_written_even_when_the_file_is_closed(
         store.close(f)
 
 
-async def test_a_failed_write_fails_the_read(
+async def test_a_failed_write_in_the_thread_fails_no_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = pattern(2 << 20)
@@ -665,11 +666,14 @@ async def test_a_failed_write_fails_the_read(
     async with running_store(tmp_path, **SLOW) as store:
         f = store.open(key_for(data), src.fetch)
         assert await store.read(f, 0, 100) == data[:100]
-        with pytest.raises(OSError) as caught:
+        # The content is passed through: read, not kept.
+        with pytest.raises(CacheFullError) as caught:
             await store.ensure_complete(f)
         assert caught.value.errno == errno.ENOSPC
+        assert await store.read(f, 0, len(data)) == data
         assert not store.is_complete(key_for(data))
         store.close(f)
+        assert [n for n in os.listdir(store.dir) if not n.startswith("index.db")] == []
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -22,11 +22,26 @@ Errors
     A stream that breaks off is retried; then the reads waiting on it fail with the download's
     own error, unchanged (the errno table maps it). A body longer than the key's size raises
     ``ContentSizeError``. A read never waits past ``read_timeout``: ``ContentTimeoutError``.
+    A read never fails because of the cache disk (see "Room on the disk").
 
 Eviction
-    Least recently used first (by open/close), down to ``max_bytes``; an entry that is open,
-    streaming or being finalised is never evicted, so an open file may push the cache over its
-    budget until it is closed.
+    Least recently used first (by open/close), down to ``max_bytes``, and until the disk has
+    ``min_free`` bytes free (by default 1/16 of it, at most 64 MiB, left for saves and the
+    journal); an entry that is open, streaming or being finalised is never evicted, so an open
+    file may push the cache over its budget until it is closed.
+
+Room on the disk
+    Before a stream writes the first byte of an entry, the store makes sure the disk has room
+    for the rest of it, evicting least recently used entries if (and only if) that makes it
+    fit. Content that does not fit, and content whose write fails all the same (ENOSPC or
+    EDQUOT after evicting what could be, any other error at once, or a failed fsync), is
+    *passed through*: its file streams stop, its partial file and row are deleted, and its
+    reads are served by memory streams from a bounded window of received bytes, without being
+    kept. Such an entry is detached from its key once its file is gone, so the next open of the
+    key tries to keep the content again: the cache recovers as soon as there is room.
+    ``ensure_complete`` of content that cannot be kept raises ``CacheFullError`` (ENOSPC). An
+    index that cannot be written is logged once and catches up later; one that cannot even be
+    opened (a full disk at start) is read into memory for the run.
 
 Concurrency
     Everything runs on the trio thread; code between two awaits is atomic, which is what keeps

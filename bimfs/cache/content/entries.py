@@ -6,6 +6,10 @@ finalised: which blocks are filled (``BlockSet``), its streams, and the reads wa
 a running stream has received without a gap (written to the file, or still queued for it); a
 block is marked filled only after all of its bytes were written, so a partial file is never
 served as complete.
+
+An entry the cache cannot keep (its disk has no room, or failed) is *passed through*
+(``passthrough``): it has no file and no filled blocks, and its streams hold a bounded window
+of received bytes in memory, from which reads are served the same way.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import trio
 from bimfs.cache.blocks import BlockSet
 from bimfs.cache.content.index import Row
 from bimfs.cache.content.keys import ContentKey
-from bimfs.cache.errors import ContentTimeoutError
+from bimfs.cache.errors import CacheFullError, ContentTimeoutError
 from bimfs.cache.files import pread_all
 
 if TYPE_CHECKING:
@@ -26,8 +30,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Entry", "StreamFor", "Waiter"]
 
-StreamFor = Callable[[int], "Stream"]
-"""``stream_for(k)``: the stream that will fill block ``k``, started if none will soon."""
+StreamFor = Callable[[int, int], "Stream"]
+"""``stream_for(k, offset)``: the stream that will fill block ``k`` (or, for an entry passed
+through, receive the bytes from ``offset`` in it), started if none will soon."""
 
 
 class Waiter:
@@ -61,6 +66,12 @@ class Entry:
         self.no_range = False
         self.single: Stream | None = None
         self.dirty = False
+        # Set once the cache cannot keep this entry: no file, streams hold bytes in memory.
+        self.passthrough = False
+        # Whether the disk was found to have room for the rest of the content; the lock makes
+        # the first streams of the entry ask (and create its file) one at a time.
+        self.room_checked = False
+        self.lock = trio.Lock()
         # Set (and replaced) on every change; ``ensure_complete`` waits on it.
         self.changed = trio.Event()
         # Reads waiting for bytes: woken when their range can be served, or on any change of
@@ -117,12 +128,14 @@ class Entry:
         if where is None:
             return None
         f, s = where
-        assert self.fd is not None
         if s is None:
+            assert self.fd is not None
             return pread_all(self.fd, b - a, a)
         part = s.queued_bytes(f, b)
+        s.note_read(b)
         if f == a:
             return part
+        assert self.fd is not None
         return pread_all(self.fd, f - a, a) + part
 
     # ---------------------------------------------------------------------------- waking
@@ -162,7 +175,7 @@ class Entry:
                 raise waited.error
             k = self.blocks.first_missing(first, last)
             assert k is not None  # else try_read had served it
-            waited = stream_for(k)
+            waited = stream_for(k, max(a, k * bs))
             w = Waiter(a, b)
             self.waiters.append(w)
             try:
@@ -178,7 +191,8 @@ class Entry:
     ) -> None:
         """Wait until blocks ``[first, last)`` are filled, starting streams as needed; at
         most ``limit`` seconds (``ContentTimeoutError``). With ``stall`` the deadline moves
-        forward whenever a block of the entry is filled."""
+        forward whenever a block of the entry is filled. ``CacheFullError`` when the entry is
+        (or becomes) passed through: its blocks are never filled."""
         deadline = trio.current_time() + limit
         progress = self.blocks.count
         waited: Stream | None = None
@@ -186,11 +200,16 @@ class Entry:
             k = self.blocks.first_missing(first, last)
             if k is None:
                 return
+            if self.passthrough:
+                raise CacheFullError(
+                    f"no room in the cache for {self.key.doc_id} v{self.key.version}"
+                    f" ({self.key.size} bytes)"
+                )
             if waited is not None and waited.done and waited.error is not None:
                 # The stream this read depended on gave up: fail now rather than start over
                 # (a later read will try again).
                 raise waited.error
-            waited = stream_for(k)
+            waited = stream_for(k, k * self.block_size)
             event = self.changed
             with trio.move_on_at(deadline) as scope:
                 await event.wait()

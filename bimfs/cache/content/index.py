@@ -14,10 +14,12 @@ with the files present; an unreadable index is replaced by an empty one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import secrets
 import sqlite3
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Container
@@ -29,7 +31,7 @@ import trio
 
 from bimfs.cache.blocks import BlockSet
 from bimfs.cache.content.keys import ContentKey
-from bimfs.cache.files import DELETE_LATER_SIZE, delete, file_size, fsync_path
+from bimfs.cache.files import DELETE_LATER_SIZE, delete, file_size, fsync_path, unlink_all
 
 __all__ = ["Index", "Row"]
 
@@ -73,6 +75,7 @@ class Index:
 
     ``used`` is the bytes all entries use. ``unpersisted`` holds the bitmaps (with their row's
     generation) of released partial entries whose data is not yet known to be on disk.
+    ``deleting`` is the bytes of removed entries whose files threads are still deleting.
     """
 
     def __init__(self, directory: Path, block_size: int) -> None:
@@ -81,7 +84,12 @@ class Index:
         self.rows: OrderedDict[str, Row] = OrderedDict()
         self.used = 0
         self.unpersisted: dict[str, tuple[str, bytes]] = {}
+        # Bytes of removed entries that threads are still deleting: space about to be free.
+        self._deleting = 0
+        self._deleting_lock = threading.Lock()
         self._failed = False
+        # True when the index on disk could not be opened and this run's lives in memory.
+        self.in_memory = False
         self._db = self._open()
 
     def final_path(self, digest: str) -> Path:
@@ -102,26 +110,60 @@ class Index:
     # ------------------------------------------------------------------- opening, reconciling
 
     def _open(self) -> sqlite3.Connection:
-        """Open the index and load it; an unreadable index is replaced by an empty one."""
+        """Open the index and load it; an unreadable index is replaced by an empty one, one
+        that cannot be opened now (a full disk) is read into memory for this run."""
         path = self.dir / INDEX_NAME
         try:
             self._db = _connect(path)
             self._load()
             return self._db
         except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(AttributeError, sqlite3.Error):
+                self._db.close()
+            self.rows.clear()
+            self.used = 0
+            if not _damaged(exc):
+                return self._open_in_memory(path, exc)
             # The index is only a cache of what the directory holds: start over rather than
             # refuse to mount. The content files it described become orphans, removed below.
             log.warning("content cache index %s is unreadable (%s); starting empty", path, exc)
-            with contextlib.suppress(AttributeError, sqlite3.Error):
-                self._db.close()
             for suffix in ("", "-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(f"{path}{suffix}")
-            self.rows.clear()
-            self.used = 0
             self._db = _connect(path)
             self._load()
             return self._db
+
+    def _open_in_memory(self, path: Path, error: sqlite3.Error) -> sqlite3.Connection:
+        """The index cannot be opened for writing (a WAL database needs room for its shared
+        memory and log files): load what it holds into an index in memory, for this run only.
+        The files it does not describe are kept (their rows may be in the log), and the index
+        on disk is left as it is for the next start."""
+        log.warning(
+            "content cache index %s cannot be opened (%s); this mount keeps its index in"
+            " memory only",
+            path, error,
+        )  # fmt: skip
+        self.in_memory = True
+        db = sqlite3.connect(":memory:", isolation_level=None)
+        db.execute(_SCHEMA)
+        try:
+            # Read-only, without the log and its shared memory: what the last clean shutdown
+            # wrote into the database itself.
+            src = sqlite3.connect(f"{path.as_uri()}?immutable=1", uri=True)
+            try:
+                src.backup(db)
+            finally:
+                src.close()
+            db.execute("SELECT count(*) FROM entries").fetchone()
+        except sqlite3.Error as exc:
+            log.debug("content cache index %s: nothing could be read (%s)", path, exc)
+            db.close()
+            db = sqlite3.connect(":memory:", isolation_level=None)
+            db.execute(_SCHEMA)
+        self._db = db
+        self._load()
+        return db
 
     def _load(self) -> None:
         """Read the index and reconcile it with the files actually present."""
@@ -168,6 +210,8 @@ class Index:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.dir / name)
                 continue
+            if self.in_memory:
+                continue  # their rows may be in the log this run could not read
             stem = name.removesuffix(PART_SUFFIX)
             if len(stem) == 64 and all(c in "0123456789abcdef" for c in stem):
                 with contextlib.suppress(FileNotFoundError):
@@ -193,8 +237,16 @@ class Index:
             self._db.execute(sql, params)
         except sqlite3.Error as exc:
             if not self._failed:
-                log.error("content cache index %s: %s", self.dir / INDEX_NAME, exc)
+                # A full cache disk is a condition to report, not a fault of the mount: the
+                # index catches up with the next updates once there is room again.
+                full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+                log.log(
+                    logging.WARNING if full else logging.ERROR,
+                    "content cache index %s: %s", self.dir / INDEX_NAME, exc,
+                )  # fmt: skip
             self._failed = True
+        else:
+            self._failed = False
 
     def insert(self, key: ContentKey, digest: str, *, complete: bool) -> Row:
         """A new row for ``key`` (replacing any), the most recently used."""
@@ -275,8 +327,19 @@ class Index:
 
     # ---------------------------------------------------------------------------- removal
 
-    def remove(self, digest: str) -> None:
-        """Forget an entry and delete its files."""
+    @property
+    def deleting(self) -> int:
+        """Bytes of removed entries whose files are still being deleted by a thread."""
+        return self._deleting
+
+    def evictable(self, busy: Container[str]) -> int:
+        """Bytes of the entries that are not ``busy``: what eviction could free at most."""
+        return sum(row.used for digest, row in self.rows.items() if digest not in busy)
+
+    def remove(self, digest: str, trash: list[tuple[Path, int]] | None = None) -> None:
+        """Forget an entry and delete its files. A file of ``DELETE_LATER_SIZE`` bytes or more
+        is renamed aside first, then deleted by a thread, or, with ``trash``, appended to it
+        (with its size) for the caller to delete with ``delete_now``."""
         row = self.rows.pop(digest, None)
         used = 0
         if row is not None:
@@ -291,25 +354,55 @@ class Index:
                 continue
             # Deleted by a thread, so renamed first: the same key may be fetched again at once,
             # under the same name. A leftover is removed at the next start.
-            trash = self.dir / f"{digest}.{secrets.token_hex(4)}{TRASH_SUFFIX}"
+            moved = self.dir / f"{digest}.{secrets.token_hex(4)}{TRASH_SUFFIX}"
             try:
-                os.rename(path, trash)
+                os.rename(path, moved)
             except FileNotFoundError:
                 continue
-            delete(trash, used)
+            with self._deleting_lock:
+                self._deleting += used
+            if trash is not None:
+                trash.append((moved, used))
+                continue
+            delete(moved, used, functools.partial(self._deleted, used))
 
-    def evict(self, budget: int, busy: Container[str]) -> None:
+    def delete_now(self, trash: list[tuple[Path, int]]) -> None:
+        """Delete the files ``remove`` put in ``trash`` (blocking: in a worker thread)."""
+        for path, used in trash:
+            unlink_all((path,))
+            self._deleted(used)
+
+    def _deleted(self, nbytes: int) -> None:
+        # In the deleting thread.
+        with self._deleting_lock:
+            self._deleting -= nbytes
+
+    def evict(
+        self, budget: int, busy: Container[str], trash: list[tuple[Path, int]] | None = None
+    ) -> int:
         """Remove least recently used entries until they fit ``budget`` bytes, skipping the
-        ``busy`` ones (open, streaming or being finalised)."""
+        ``busy`` ones (open, streaming or being finalised); returns the bytes removed. Large
+        files go to ``trash`` when given (see ``remove``)."""
         if self.used <= budget:
-            return
+            return 0
+        before = self.used
         for digest in list(self.rows):
             if self.used <= budget:
                 break
             if digest in busy:
                 continue
             log.debug("evicting %s from the content cache", self.rows[digest].key.doc_id)
-            self.remove(digest)
+            self.remove(digest, trash)
+        return before - self.used
+
+
+def _damaged(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` says the index file is not a (sound) database, rather than that it
+    could not be opened or written now."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return True  # raised without a result code: treat as unreadable, as before
+    return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -2,7 +2,8 @@
 
 It owns the index (``index``), the in-memory entries of open keys (``entries``) and their
 streams (``streams``), and ties them together: pins, eviction, finalising a complete entry
-(fsync, rename to the final name, record it complete) and shutdown.
+(fsync, rename to the final name, record it complete), the room on the cache disk (entries
+that do not fit are passed through) and shutdown.
 """
 
 from __future__ import annotations
@@ -20,15 +21,28 @@ from bimfs.cache.content.entries import Entry, StreamFor
 from bimfs.cache.content.index import Index
 from bimfs.cache.content.keys import CachedFile, ContentKey, Fetcher
 from bimfs.cache.content.streams import Stream, Streams, StreamSettings
-from bimfs.cache.errors import CacheClosedError
-from bimfs.cache.files import fsync_dir, make_private_dir, pread_all
+from bimfs.cache.errors import CacheClosedError, CacheFullError
+from bimfs.cache.files import (
+    disk_space,
+    fsync_dir,
+    make_private_dir,
+    no_space,
+    pread_all,
+)
 
-__all__ = ["ContentStore"]
+__all__ = ["MIN_FREE_FRACTION", "MIN_FREE_MAX", "ContentStore"]
 
 log = logging.getLogger("bimfs.cache.content")
 
 # Re-check the budget after this many newly filled blocks while a stream grows the cache.
 _EVICT_EVERY_BLOCKS = 64
+
+MIN_FREE_MAX = 64 << 20
+"""By default the cache leaves this much of its disk free (for saves and the upload journal,
+which share the disk and cannot be evicted) ..."""
+
+MIN_FREE_FRACTION = 16
+"""... or this fraction of a disk smaller than 16 times that."""
 
 
 class ContentStore:
@@ -47,17 +61,26 @@ class ContentStore:
         fetch_retries: int = 3,
         parallel_below: float | None = 250e6,
         thread_writes_below: float = 1e9,
+        min_free: int | None = None,
     ) -> None:
         if block_size <= 0 or max_streams <= 0 or max_bytes < 0:
             raise ValueError("block_size and max_streams must be positive, max_bytes >= 0")
         self.root = Path(root)
         self.dir = self.root / "content"
         self.max_bytes = max_bytes
+        # Bytes of the disk the cache leaves free; None: MIN_FREE_MAX, or a MIN_FREE_FRACTION
+        # of a small disk.
+        self.min_free = min_free
         self.block_size = block_size
         self.read_timeout = read_timeout
         make_private_dir(self.root, chmod=False)
         make_private_dir(self.dir, chmod=True)
         self._entries: dict[str, Entry] = {}
+        # Entries passed through and detached from their key (``_drop_file``) that are still
+        # open or streaming: a new open of the key gets a new entry that tries to keep it.
+        self._detached: set[Entry] = set()
+        # Whether a failed write to the cache was reported since the cache last kept an entry.
+        self._write_failure_logged = False
         self._nursery: trio.Nursery | None = None
         self._streams = Streams(
             StreamSettings(
@@ -70,7 +93,8 @@ class ContentStore:
                 thread_writes_below=thread_writes_below,
             ),
             nursery=self._running,
-            part_file=self._part_file,
+            prepare=self._prepare,
+            no_room=self._no_room,
             filled=self._filled,
             ended=self._stream_ended,
         )
@@ -150,7 +174,8 @@ class ContentStore:
 
         Waits only for the blocks of that range. Raises ``ContentTimeoutError`` after
         ``read_timeout``, the download's own error if it failed (after retries), and
-        ``ContentSizeError`` if the server's content does not match the key.
+        ``ContentSizeError`` if the server's content does not match the key; never an error of
+        the cache disk: content it cannot keep is passed through.
         """
         entry = self._check(f)
         if offset < 0 or size < 0:
@@ -190,8 +215,15 @@ class ContentStore:
 
         The path stays valid while ``f`` is open (the entry is pinned). Raises like ``read``;
         the timeout applies to a stall (no new block for ``read_timeout``), not to the whole.
+        ``CacheFullError`` (``ENOSPC``) when the cache disk has no room for the content, even
+        after evicting what it could.
         """
         entry = self._check(f)
+        if entry.passthrough:
+            raise CacheFullError(
+                f"no room in the cache for {entry.key.doc_id} v{entry.key.version}"
+                f" ({entry.key.size} bytes)"
+            )
         if not entry.complete:
             stream_for = self._stream_for(entry, f.fetch)
             await entry.wait_blocks(0, entry.nblocks, self.read_timeout, stream_for, stall=True)
@@ -243,7 +275,8 @@ class ContentStore:
         kernel's page cache answered never get here)."""
         now = trio.current_time()
         streams = []
-        for entry in self._entries.values():
+        entries = [*self._entries.values(), *self._detached]
+        for entry in entries:
             for s in entry.streams:
                 elapsed = now - s.started
                 streams.append(
@@ -264,19 +297,25 @@ class ContentStore:
             "budget": self.max_bytes,
             "entries": len(rows),
             "complete_entries": sum(1 for r in rows.values() if r.complete),
-            "pinned": sum(1 for e in self._entries.values() if e.pins > 0),
-            "open_handles": sum(e.pins for e in self._entries.values()),
+            "pinned": sum(1 for e in entries if e.pins > 0),
+            "open_handles": sum(e.pins for e in entries),
+            "passed_through": sum(1 for e in entries if e.passthrough),
             "bytes_served": self._bytes_served,
             "streams": streams,
         }
 
     def evict_to_budget(self) -> None:
-        """Remove least recently used entries until the cache fits ``max_bytes``.
+        """Remove least recently used entries until the cache fits ``max_bytes`` and leaves
+        ``min_free`` bytes of its disk free (when it can: whatever else fills the disk).
 
         Entries that are open, streaming or being finalised are skipped.
         """
         self._fills_since_evict = 0
-        self._index.evict(self.max_bytes, self._entries)
+        budget = self.max_bytes
+        room = self._room()
+        if room is not None and room < 0:
+            budget = min(budget, self._index.used + room)
+        self._index.evict(max(0, budget), self._entries)
 
     # ------------------------------------------------------------------------------ entries
 
@@ -290,8 +329,8 @@ class ContentStore:
     def _stream_for(self, entry: Entry, fetch: Fetcher) -> StreamFor:
         """What a wait on ``entry`` calls for the stream that will fill a block."""
 
-        def stream_for(k: int) -> Stream:
-            return self._streams.stream_for(entry, k, fetch)
+        def stream_for(k: int, offset: int) -> Stream:
+            return self._streams.stream_for(entry, k, offset, fetch)
 
         return stream_for
 
@@ -327,28 +366,153 @@ class ContentStore:
         if key.size == 0:
             # Nothing to fetch: an empty entry is complete the moment it exists.
             path = index.final_path(digest)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                # Not even an empty file fits: reads need no bytes anyway.
+                log.debug("cannot keep the empty %s in the cache: %s", key.doc_id, exc)
+                entry.passthrough = True
+                return entry
             entry.fd = fd
             entry.complete = True
             entry.row = index.insert(key, digest, complete=True)
         return entry
 
-    def _part_file(self, entry: Entry) -> int:
-        """The writable descriptor of a partial entry, creating its sparse ``.part`` file."""
-        if entry.fd is None:
-            fd = os.open(
-                self._index.part_path(entry.digest),
-                os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                0o600,
-            )
-            try:
-                os.ftruncate(fd, entry.key.size)
-            except OSError:
-                os.close(fd)
-                raise
-            entry.fd = fd
-            entry.row = self._index.insert(entry.key, entry.digest, complete=False)
-        return entry.fd
+    # -------------------------------------------------------------------------- disk room
+
+    def _room(self) -> int | None:
+        """Bytes the cache may still write to its disk: the free space (counting files being
+        deleted) less what it leaves free; None when the disk cannot be asked."""
+        space = disk_space(self.dir)
+        if space is None:
+            return None
+        free, total = space
+        keep = self.min_free
+        if keep is None:
+            keep = min(MIN_FREE_MAX, total // MIN_FREE_FRACTION)
+        return free + self._index.deleting - keep
+
+    async def _make_room(self, need: int) -> tuple[bool, int]:
+        """Make room on the disk for ``need`` more bytes, evicting least recently used entries
+        that are not in use if that makes them fit. Returns whether they fit now and the bytes
+        evicted; nothing is evicted for bytes that would not fit even then."""
+        room = self._room()
+        if room is None or need <= room:
+            return True, 0
+        index = self._index
+        if need > room + index.evictable(self._entries):
+            return False, 0
+        trash: list[tuple[Path, int]] = []
+        evicted = index.evict(index.used - (need - room), self._entries, trash)
+        if trash:
+            # Deleted before the write that needs the space, not by a thread of their own.
+            await trio.to_thread.run_sync(index.delete_now, trash)
+        return True, evicted
+
+    async def _prepare(self, entry: Entry) -> bool:
+        """Before a stream writes to ``entry``: True once the disk has room for the rest of
+        its content (evicting if needed) and the entry a file; False if it is passed through."""
+        async with entry.lock:
+            if entry.passthrough:
+                return False
+            if not entry.room_checked:
+                need = entry.key.size - self._index.filled_bytes(entry.key, entry.blocks)
+                fits, _ = await self._make_room(need)
+                if entry.passthrough:
+                    return False
+                if not fits:
+                    log.info(
+                        "%s v%s (%d bytes) does not fit in the cache disk; reading it without"
+                        " keeping it",
+                        entry.key.doc_id, entry.key.version, entry.key.size,
+                    )  # fmt: skip
+                    self._pass_through(entry)
+                    return False
+                entry.room_checked = True
+            if entry.fd is None:
+                try:
+                    self._create_part(entry)
+                except OSError as exc:
+                    self._write_failed(entry, exc)
+                    return False
+            return True
+
+    def _create_part(self, entry: Entry) -> None:
+        """Create the sparse ``.part`` file of a partial entry, and its row."""
+        path = self._index.part_path(entry.digest)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.ftruncate(fd, entry.key.size)
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+        entry.fd = fd
+        entry.row = self._index.insert(entry.key, entry.digest, complete=False)
+
+    async def _no_room(self, entry: Entry, error: OSError) -> bool:
+        """Writing to ``entry``'s file failed with ``error``. True when the stream should try
+        again: the disk was full and evicting made room; otherwise the entry is passed
+        through (False)."""
+        if entry.passthrough or entry.complete:
+            return False
+        if no_space(error):
+            need = entry.key.size - self._index.filled_bytes(entry.key, entry.blocks)
+            fits, evicted = await self._make_room(need)
+            if fits and evicted and not entry.passthrough:
+                return True
+        self._write_failed(entry, error)
+        return False
+
+    def _write_failed(self, entry: Entry, error: OSError) -> None:
+        """The cache disk did not take ``entry``'s content: say so (once, until the cache
+        keeps an entry again) and pass the entry through."""
+        level = logging.DEBUG if self._write_failure_logged else logging.WARNING
+        self._write_failure_logged = True
+        log.log(
+            level,
+            "cannot keep %s v%s in the cache (%s); reading it without keeping it",
+            entry.key.doc_id, entry.key.version, error,
+        )  # fmt: skip
+        self._pass_through(entry)
+
+    def _pass_through(self, entry: Entry) -> None:
+        """Give up keeping ``entry``: its reads are served by memory streams from now on, its
+        file streams are stopped and, once they ended, its file is deleted."""
+        if entry.passthrough or entry.complete:
+            return
+        entry.passthrough = True
+        for s in entry.streams:
+            if not s.memory:
+                s.scope.cancel()
+        entry.notify()
+        self._drop_file(entry)
+
+    def _drop_file(self, entry: Entry) -> None:
+        """Delete the file and row of an entry passed through once no stream writes to it,
+        and detach the entry from its key: the next open of the key tries to keep it again."""
+        if not entry.passthrough or entry.complete or entry.finalizing:
+            return
+        if any(not s.memory for s in entry.streams):
+            return
+        if entry.fd is not None:
+            os.close(entry.fd)
+            entry.fd = None
+        if entry.row is not None:
+            if self._index.rows.get(entry.digest) is entry.row:
+                self._index.remove(entry.digest)
+            entry.row = None
+        if entry.blocks.count:
+            entry.blocks = BlockSet(entry.nblocks)
+            entry.notify()
+        entry.dirty = False
+        if self._entries.get(entry.digest) is entry:
+            del self._entries[entry.digest]
+            if entry.pins or entry.streams:
+                self._detached.add(entry)
+
+    # ------------------------------------------------------------------- filling, releasing
 
     def _filled(self, entry: Entry, blocks: int, nbytes: int) -> None:
         """A stream filled ``blocks`` more blocks (``nbytes`` bytes) of ``entry``."""
@@ -357,10 +521,11 @@ class ContentStore:
         if entry.blocks.full:
             self._start_finalize(entry)
         self._fills_since_evict += blocks
-        if self._index.used > self.max_bytes and self._fills_since_evict >= _EVICT_EVERY_BLOCKS:
+        if self._fills_since_evict >= _EVICT_EVERY_BLOCKS:
             self.evict_to_budget()
 
     def _stream_ended(self, entry: Entry) -> None:
+        self._drop_file(entry)
         self._maybe_release(entry)
         if not self._closed:
             self.evict_to_budget()
@@ -369,6 +534,7 @@ class ContentStore:
         """Drop an entry from memory once nothing uses it, keeping what it cached."""
         if entry.pins or entry.streams or entry.finalizing:
             return
+        self._detached.discard(entry)
         if self._entries.get(entry.digest) is entry:
             del self._entries[entry.digest]
         if entry.fd is not None:
@@ -397,8 +563,10 @@ class ContentStore:
         self._nursery.start_soon(self._finalize, entry)
 
     async def _finalize(self, entry: Entry) -> None:
-        """fsync, rename to the final name, then record the entry complete."""
+        """fsync, rename to the final name, then record the entry complete. If the disk
+        refuses, the entry is passed through (its file deleted, its reads fetched again)."""
         index = self._index
+        failed: OSError | None = None
         try:
             with trio.CancelScope(shield=True):
                 assert entry.fd is not None
@@ -407,10 +575,12 @@ class ContentStore:
                 fsync_dir(self.dir)
             index.record_complete(entry.digest, entry.row)
             entry.complete = True
+            self._write_failure_logged = False
         except OSError as exc:
-            entry.finalize_error = exc
-            log.error("could not store the downloaded %s in the cache: %s", entry.key.doc_id, exc)
+            entry.finalize_error = failed = exc
         finally:
             entry.finalizing = False
             entry.notify()
+            if failed is not None:
+                self._write_failed(entry, failed)
             self._maybe_release(entry)

@@ -21,30 +21,51 @@ A stream whose body ends short (the download raises an error with ``retryable`` 
 body simply stops) is retried from where it stopped, with backoff, ``fetch_retries`` times;
 then the reads waiting on it fail with that error, unchanged. A body longer than the key's size
 raises ``ContentSizeError``.
+
+Content the cache cannot keep: before a stream writes the first byte of an entry, the store
+makes sure the disk has room for the rest of it (``prepare``: evicting least recently used
+entries if that makes it fit); a write to the cache file that fails all the same (a full disk,
+an exceeded quota, a failing disk) is handed to the store (``no_room``), which evicts and lets
+the stream retry, or gives the entry up: it is *passed through* (``Entry.passthrough``), its
+file streams are stopped and its file deleted. The streams of an entry passed through are
+*memory streams*: they write nothing, but keep a window of the bytes received, at most
+``MEMORY_AHEAD`` beyond the furthest read served from it and ``MEMORY_BEHIND`` before it,
+waiting for their readers rather than running further ahead, so a document larger than the
+cache disk is read with bounded memory. One memory stream serves a sequential reader; they are
+never split into parallel streams, and a stream that reached its end keeps its window until its
+readers have read it (or their file is closed).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
 
 from bimfs.backoff import backoff
 from bimfs.cache.content.entries import Entry
-from bimfs.cache.content.keys import Fetcher
+from bimfs.cache.content.keys import Download, Fetcher
 from bimfs.cache.content.writer import THREAD_WRITE_MIN, WRITE_BEHIND, Writes
 from bimfs.cache.errors import ContentShortError, ContentSizeError
 
-__all__ = ["SPLIT_PROBE", "Stream", "StreamSettings", "Streams"]
+__all__ = ["MEMORY_AHEAD", "MEMORY_BEHIND", "SPLIT_PROBE", "Stream", "StreamSettings", "Streams"]
 
 log = logging.getLogger("bimfs.cache.content")
 
 SPLIT_PROBE = 0.1
 """How long (seconds from its first byte) a stream runs alone before its rate decides whether
 the rest of its range is worth splitting into parallel streams."""
+
+MEMORY_AHEAD = WRITE_BEHIND
+"""How far (bytes) a memory stream receives beyond the furthest read served from it before it
+waits for its readers (unless a read waits for bytes further on)."""
+
+MEMORY_BEHIND = 1 << 20
+"""How much (bytes) a memory stream keeps before the furthest read served from it, for reads
+that come slightly out of order (the kernel's read-ahead sends several at once)."""
 
 # Backoff before the n-th retry of a stream: _RETRY_BASE * 2**(n-1), capped, with jitter.
 _RETRY_BASE = 0.5
@@ -64,13 +85,17 @@ class Stream:
         "entry",
         "error",
         "fetch",
+        "from_reader",
         "from_writer",
+        "last_read",
         "may_split",
+        "memory",
         "opened",
         "pos",
         "probe",
         "queue",
         "queued",
+        "read_to",
         "received",
         "scope",
         "start_block",
@@ -110,6 +135,14 @@ class Stream:
         self.from_writer = trio.Event()
         self.closing = False
         self.write_error: OSError | None = None
+        # A memory stream (an entry passed through) keeps the queue as its window of received
+        # bytes instead of writing them; pos (= wstart) is where the window starts. read_to is
+        # the furthest end of a read served from the queue; from_reader is set when it moves or
+        # a read waits for this stream.
+        self.memory = entry.passthrough
+        self.read_to = self.pos
+        self.from_reader = trio.Event()
+        self.last_read = trio.current_time()
         # Set once this stream's response arrived (or it ended). A parallel segment waits for
         # its leader's, so the request for the bytes a reader is waiting on goes out alone.
         self.opened = trio.Event()
@@ -146,9 +179,26 @@ class Stream:
             off = end
         return parts[0].tobytes() if len(parts) == 1 else b"".join(parts)
 
-    def covers(self, k: int) -> bool:
-        """True if this stream will write block ``k`` unless stopped."""
-        return not self.done and self.pos // self.block_size <= k < self.end_block
+    def covers(self, k: int, offset: int) -> bool:
+        """True if this stream will write block ``k`` unless stopped; a memory stream: if it
+        has (or will receive) the bytes from ``offset`` (in block ``k``)."""
+        if self.done or k >= self.end_block:
+            return False
+        if self.memory:
+            return self.pos <= offset
+        return self.pos // self.block_size <= k
+
+    def note_read(self, end: int) -> None:
+        """A read was served bytes up to ``end`` from this stream's queue."""
+        self.last_read = trio.current_time()
+        if end > self.read_to:
+            self.read_to = end
+            self.wake()
+
+    def wake(self) -> None:
+        """Have a memory stream waiting for its readers look again."""
+        self.from_reader.set()
+        self.from_reader = trio.Event()
 
 
 @dataclass(frozen=True)
@@ -164,13 +214,23 @@ class StreamSettings:
     thread_writes_below: float
 
 
+class _WriteFailed(Exception):
+    """Writing received bytes to the cache file failed with ``error``."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class Streams:
     """Starts, splits, runs and retries the streams of a store's entries.
 
-    The store it works for is reached through four callables: ``nursery()`` (the running
-    store's nursery, or ``CacheClosedError``), ``part_file(entry)`` (the writable descriptor of
-    a partial entry, created on first use), ``filled(entry, blocks, nbytes)`` (blocks of the
-    entry were filled) and ``ended(entry)`` (one of its streams ended).
+    The store it works for is reached through five callables: ``nursery()`` (the running
+    store's nursery, or ``CacheClosedError``), ``await prepare(entry)`` (True once the entry
+    has a file to write into and the disk room for it; False if it is passed through),
+    ``await no_room(entry, error)`` (writing to the entry's file failed with ``error``: True
+    to try again, False once the entry is passed through), ``filled(entry, blocks, nbytes)``
+    (blocks of the entry were filled) and ``ended(entry)`` (one of its streams ended).
     """
 
     def __init__(
@@ -178,14 +238,16 @@ class Streams:
         settings: StreamSettings,
         *,
         nursery: Callable[[], trio.Nursery],
-        part_file: Callable[[Entry], int],
+        prepare: Callable[[Entry], Awaitable[bool]],
+        no_room: Callable[[Entry, OSError], Awaitable[bool]],
         filled: Callable[[Entry, int, int], None],
         ended: Callable[[Entry], None],
     ) -> None:
         self.settings = settings
         self.writes = Writes(settings.thread_writes_below)
         self._nursery = nursery
-        self._part_file = part_file
+        self._prepare = prepare
+        self._no_room = no_room
         self._filled = filled
         self._ended = ended
         self._block_size = settings.block_size
@@ -197,22 +259,29 @@ class Streams:
 
     # ------------------------------------------------------------------------------ starting
 
-    def stream_for(self, entry: Entry, k: int, fetch: Fetcher) -> Stream:
-        """The stream that will fill block ``k``, started here if no running one will soon."""
+    def stream_for(self, entry: Entry, k: int, offset: int, fetch: Fetcher) -> Stream:
+        """The stream that will fill block ``k`` (of an entry passed through: receive the
+        bytes from ``offset``), started here if no running one will soon."""
         for s in entry.streams:
-            if s.covers(k):
+            if s.memory != entry.passthrough:
+                continue  # a file stream of an entry passed through: it is being stopped
+            if s.covers(k, offset):
                 near = k - s.recv_end // self._block_size < self._far_blocks
                 if entry.no_range or near or len(entry.streams) >= 2 * self.settings.max_streams:
+                    s.wake()  # a memory stream waiting for its readers: one is waiting now
                     return s
                 # A far read: fetch from k now and leave the earlier part to that stream.
                 s.end_block = k
+                s.wake()
                 break
         return self._start(entry, k, fetch)
 
     def _start(self, entry: Entry, k: int, fetch: Fetcher) -> Stream:
         nursery = self._nursery()
-        self._part_file(entry)
         settings = self.settings
+        if entry.passthrough:
+            self._limit_memory_streams(entry)
+        bs = self._block_size
         n = entry.nblocks
         if entry.no_range:
             region_end = n
@@ -220,11 +289,17 @@ class Streams:
             present = entry.blocks.first_present(k + 1, n)
             region_end = n if present is None else present
             for s in entry.streams:
-                pb = s.pos // self._block_size
-                if pb > k:
+                # Up to where another stream has (or will have) the bytes: for a memory
+                # stream, the block its window starts in, which it may not have from its start.
+                pb = -(-s.pos // bs) if s.memory else s.pos // bs
+                if pb > k and s.memory == entry.passthrough:
                     region_end = min(region_end, pb)
         segments = 1
-        parallel = not entry.no_range and entry.key.size >= settings.min_parallel_size
+        parallel = (
+            not entry.no_range
+            and not entry.passthrough
+            and entry.key.size >= settings.min_parallel_size
+        )
         if parallel and settings.parallel_below is None:
             free = settings.max_streams - len(entry.streams)
             segments = max(1, min(free, (region_end - k) // self._min_segment_blocks))
@@ -240,6 +315,24 @@ class Streams:
             self._launch(nursery, s)
         entry.notify()
         return leader
+
+    def _limit_memory_streams(self, entry: Entry) -> None:
+        """Before a memory stream of ``entry`` starts: stop the least recently read ones that
+        no read waits for, down to ``max_streams - 1``, so random reads of content passed
+        through hold a bounded number of windows."""
+        idle = [
+            s
+            for s in entry.streams
+            if s.memory
+            and not s.done
+            and not any(s.pos <= w.start < s.end_bytes for w in entry.waiters)
+        ]
+        busy = sum(1 for s in entry.streams if s.memory and not s.done) - len(idle)
+        idle.sort(key=lambda s: s.last_read)
+        while idle and busy + len(idle) >= self.settings.max_streams:
+            victim = idle.pop(0)
+            victim.end_block = victim.pos // self._block_size  # covers nothing from now on
+            victim.scope.cancel()
 
     def _launch(self, nursery: trio.Nursery, s: Stream) -> None:
         s.entry.streams.append(s)
@@ -290,12 +383,29 @@ class Streams:
             with s.scope:
                 if s.after is not None:
                     await s.after.opened.wait()
-                while s.pos < s.end_bytes and not entry.blocks.full:
+                if not s.memory and not await self._prepare(entry):
+                    # Passed through: the reads waiting on this stream start memory streams.
+                    return
+                while self._more(s):
                     filled_before = entry.blocks.count
+                    received_before = s.received
                     try:
-                        await self._once(s)
+                        if s.memory:
+                            await self._once_in_memory(s)
+                        else:
+                            await self._once(s)
+                    except _WriteFailed as failed:
+                        if await self._no_room(entry, failed.error):
+                            s.write_error = None
+                            continue  # room was made: go on from where the writes stopped
+                        return  # passed through (this stream was stopped)
                     except Exception as exc:
-                        if entry.blocks.count > filled_before:
+                        moved = (
+                            s.received > received_before
+                            if s.memory
+                            else entry.blocks.count > filled_before
+                        )
+                        if moved:
                             attempt = 0  # it moved forward: a flaky link, not a dead one
                         if not getattr(exc, "retryable", False) or attempt >= retries:
                             s.error = exc
@@ -314,6 +424,8 @@ class Streams:
                         await trio.sleep(
                             backoff(attempt - 1, base=_RETRY_BASE, cap=_RETRY_CAP, jitter=_JITTER)
                         )
+                if s.memory:
+                    await self._linger(s)
         finally:
             s.done = True
             s.opened.set()
@@ -321,45 +433,60 @@ class Streams:
             entry.notify()
             self._ended(entry)
 
+    def _more(self, s: Stream) -> bool:
+        """Whether ``s`` has more to fetch."""
+        if s.memory:
+            return s.recv_end < s.end_bytes
+        return s.pos < s.end_bytes and not s.entry.blocks.full
+
+    @staticmethod
+    def _whole(s: Stream, d: Download, start: int, end: int) -> bool:
+        """Check the answer to a request for ``[start, end)``: True when it is the whole body
+        (the server ignored the range); ``ContentSizeError`` when it is neither."""
+        entry = s.entry
+        size = entry.key.size
+        if d.total_size is not None and d.total_size != size:
+            raise ContentSizeError(
+                f"{entry.key.doc_id} v{entry.key.version}: the server has {d.total_size}"
+                f" bytes, expected {size}"
+            )
+        if d.start > start or 0 < d.start < start:
+            # Only two answers make sense: the range asked for, or the whole body.
+            raise ContentSizeError(
+                f"{entry.key.doc_id} v{entry.key.version}: asked for bytes from {start},"
+                f" the server sent them from {d.start}"
+            )
+        # A whole body answering a range from 0 starts where the range does: only its
+        # length (or the lack of range support) tells them apart.
+        return d.start < start or (
+            d.start == 0
+            and end < size
+            and (not d.range_supported or (d.length is not None and d.length > end))
+        )
+
     async def _once(self, s: Stream) -> None:
-        """One download from ``s.pos``; returns at the stream's end, raises if cut short."""
+        """One download from ``s.pos``; returns at the stream's end, raises if cut short
+        (``_WriteFailed`` when the cache file could not take the bytes)."""
         entry = s.entry
         writes = self.writes
         size = entry.key.size
         start = s.pos
         end = s.end_bytes
         async with s.fetch(start, end) as d:
-            if d.total_size is not None and d.total_size != size:
-                raise ContentSizeError(
-                    f"{entry.key.doc_id} v{entry.key.version}: the server has {d.total_size}"
-                    f" bytes, expected {size}"
-                )
-            if d.start > start or 0 < d.start < start:
-                # Only two answers make sense: the range asked for, or the whole body.
-                raise ContentSizeError(
-                    f"{entry.key.doc_id} v{entry.key.version}: asked for bytes from {start},"
-                    f" the server sent them from {d.start}"
-                )
-            # A whole body answering a range from 0 starts where the range does: only its
-            # length (or the lack of range support) tells them apart.
-            whole = d.start < start or (
-                d.start == 0
-                and end < size
-                and (not d.range_supported or (d.length is not None and d.length > end))
-            )
-            if whole:
+            if self._whole(s, d, start, end):
                 if not self._take_over_without_ranges(s):
                     return
                 end = size  # the whole body is coming: take all of it
             pos = d.start
             s.pos = pos
             s.wstart = min(s.wstart, pos)
-            fd = self._part_file(entry)
+            fd = entry.fd
+            assert fd is not None  # prepared; only dropped once no file stream is left
             chunks = d.chunks()
             try:
                 async for chunk in chunks:
                     if s.write_error is not None:
-                        raise s.write_error
+                        raise _WriteFailed(s.write_error)
                     stop = s.end_bytes
                     if pos >= stop and chunk and stop == end < size and d.start == 0:
                         # More than the range from 0 asked for, with no length announced: the
@@ -402,7 +529,10 @@ class Streams:
                         while s.queued > WRITE_BEHIND and s.write_error is None:
                             await s.from_writer.wait()
                     else:
-                        writes.write_now(fd, data, pos)
+                        try:
+                            writes.write_now(fd, data, pos)
+                        except OSError as exc:
+                            raise _WriteFailed(exc) from exc
                         s.pos = pos + n
                         self._mark(s, pos, s.pos)
                         entry.progress(s)
@@ -422,7 +552,7 @@ class Streams:
                 while s.queued and s.write_error is None:
                     await s.from_writer.wait()
                 if s.write_error is not None:
-                    raise s.write_error
+                    raise _WriteFailed(s.write_error)
             finally:
                 # Leaving early (a stop, an error) must close the body now, not at GC time.
                 aclose = getattr(chunks, "aclose", None)
@@ -435,6 +565,108 @@ class Streams:
                     f"{entry.key.doc_id} v{entry.key.version}: download ended at {pos},"
                     f" expected {want}"
                 )
+
+    async def _once_in_memory(self, s: Stream) -> None:
+        """One download into the window of memory stream ``s``, from the end of what it has;
+        returns at the stream's end, raises if cut short."""
+        entry = s.entry
+        size = entry.key.size
+        start = s.recv_end
+        end = s.end_bytes
+        async with s.fetch(start, end) as d:
+            if self._whole(s, d, start, end):
+                if not self._take_over_without_ranges(s):
+                    return
+                end = size
+            pos = d.start  # where the next chunk of the body starts
+            chunks = d.chunks()
+            try:
+                async for chunk in chunks:
+                    n = len(chunk)
+                    if not n:
+                        continue
+                    if pos + n > size:
+                        raise ContentSizeError(
+                            f"{entry.key.doc_id} v{entry.key.version}: the server sent more"
+                            f" than the expected {size} bytes"
+                        )
+                    have = s.recv_end
+                    data = memoryview(chunk)[max(0, have - pos) :]
+                    pos += n
+                    if not data:
+                        continue  # before what the stream has: a whole body from 0
+                    stop = s.end_bytes
+                    if have >= stop and stop == end < size and d.start == 0:
+                        # More than the range from 0 asked for, with no length announced: the
+                        # whole body after all.
+                        if not self._take_over_without_ranges(s):
+                            return
+                        end = size
+                        stop = s.end_bytes
+                    if have >= stop:
+                        if stop < end:
+                            return  # another stream took over the rest
+                        raise ContentSizeError(
+                            f"{entry.key.doc_id} v{entry.key.version}: the server sent more"
+                            f" than the {end - start} bytes asked for"
+                        )
+                    data = data[: stop - have]
+                    s.queue.append(data)
+                    s.queued += len(data)
+                    s.received += len(data)
+                    s.opened.set()
+                    entry.progress(s)
+                    if s.recv_end >= stop and stop < end:
+                        return  # handed over: do not wait for another chunk
+                    await self._wait_for_readers(s)
+            finally:
+                aclose = getattr(chunks, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            want = min(end, s.end_bytes)
+            if s.recv_end < want:
+                raise ContentShortError(
+                    f"{entry.key.doc_id} v{entry.key.version}: download ended at"
+                    f" {s.recv_end}, expected {want}"
+                )
+
+    async def _wait_for_readers(self, s: Stream) -> None:
+        """Hold memory stream ``s`` while it is ``MEMORY_AHEAD`` beyond its readers and no
+        read waits for bytes it has yet to receive; drop what they are done with."""
+        while True:
+            self._trim(s)
+            if s.recv_end >= s.end_bytes or s.recv_end - s.read_to < MEMORY_AHEAD:
+                return
+            if any(s.pos <= w.start < s.end_bytes and w.end > s.recv_end for w in s.entry.waiters):
+                return
+            await s.from_reader.wait()
+
+    async def _linger(self, s: Stream) -> None:
+        """A memory stream that received all it was to: keep its window until its readers
+        have read it (a stopped stream cannot serve reads)."""
+        while s.queue and s.read_to < s.recv_end:
+            await s.from_reader.wait()
+            self._trim(s)
+
+    @staticmethod
+    def _trim(s: Stream) -> None:
+        """Drop the start of a memory stream's window: what is ``MEMORY_BEHIND`` before its
+        furthest read, and whatever makes it longer than ``MEMORY_AHEAD + MEMORY_BEHIND``,
+        but never bytes a waiting read needs."""
+        keep_from = s.read_to - MEMORY_BEHIND
+        needed = min(
+            (w.start for w in s.entry.waiters if s.pos <= w.start < s.recv_end), default=None
+        )
+        while s.queue:
+            n = len(s.queue[0])
+            if needed is not None and s.pos + n > needed:
+                return
+            if s.pos + n > keep_from and s.queued <= MEMORY_AHEAD + MEMORY_BEHIND:
+                return
+            s.queue.popleft()
+            s.queued -= n
+            s.pos += n
+            s.wstart = s.pos
 
     def _take_over_without_ranges(self, s: Stream) -> bool:
         """The server ignored a range: make ``s`` the entry's one stream, to EOF.
