@@ -8,6 +8,7 @@ and a sent save is adopted under the same key, so the derivation lives in ``cont
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -19,6 +20,7 @@ import trio
 from bimfs.api.errors import ApiError
 from bimfs.api.models import Attachment
 from bimfs.cache.content import CachedFile, ContentKey, ContentStore, Download, Fetcher
+from bimfs.cache.errors import CacheFullError
 from bimfs.vfs.handles import Handle
 from bimfs.vfs.nodes import FileNode
 from bimfs.vfs.online import Connectivity, Offline, unreachable
@@ -28,6 +30,7 @@ T = TypeVar("T")
 
 # While offline, how long a read may wait for the content cache (cached bytes come at once).
 OFFLINE_CACHE_WAIT = 0.5
+COPY_CHUNK = 1 << 20
 
 
 def content_key(att: Attachment) -> ContentKey:
@@ -118,15 +121,33 @@ class Reads:
         if cached is None:
             return 0
         try:
-            if self.connectivity.online:
-                # A whole document may take long: only a stall (the store's own deadline) or
-                # the server going away stops it.
-                path = await self.content.ensure_complete(cached)
-            else:
-                path = await self._from_server(lambda: self.content.ensure_complete(cached))
+            try:
+                if self.connectivity.online:
+                    # A whole document may take long: only a stall (the store's own deadline)
+                    # or the server going away stops it.
+                    path = await self.content.ensure_complete(cached)
+                else:
+                    path = await self._from_server(lambda: self.content.ensure_complete(cached))
+            except CacheFullError:
+                # The cache cannot hold it as well as the copy: read it through instead.
+                return await self._read_through(cached, fd)
             return copy_path(path, fd)
         finally:
             self.content.close(cached)
+
+    async def _read_through(self, cached: CachedFile, fd: int) -> int:
+        size = cached.key.size
+        offset = 0
+        while offset < size:
+            want = min(COPY_CHUNK, size - offset)
+            chunk = await self._from_server(
+                functools.partial(self.content.read, cached, offset, want)
+            )
+            if not chunk:
+                break
+            write_all(fd, chunk, offset)
+            offset += len(chunk)
+        return offset
 
 
 def copy_path(path: Path, dst: int) -> int:
@@ -134,9 +155,17 @@ def copy_path(path: Path, dst: int) -> int:
     src = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         total = 0
-        while chunk := os.read(src, 1 << 20):
-            os.pwrite(dst, chunk, total)
+        while chunk := os.read(src, COPY_CHUNK):
+            write_all(dst, chunk, total)
             total += len(chunk)
         return total
     finally:
         os.close(src)
+
+
+def write_all(fd: int, data: bytes, offset: int) -> None:
+    """``pwrite`` all of ``data`` at ``offset`` (a short write continues where it stopped)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written

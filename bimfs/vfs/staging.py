@@ -41,7 +41,7 @@ from bimfs.vfs.tree import Tree
 log = logging.getLogger(__name__)
 
 RETRY_BASE = 1.0
-RETRY_CAP = 60.0
+RETRY_CAP = 10.0  # a save waits at most this long after space was freed
 
 
 def content_type(name: str, fallback: str | None = None) -> str:

@@ -55,6 +55,7 @@ async def open_harness(
     tmp_path: Path,
     project: str | dict[str, Any] = "vfs",
     cache: str = "cache",
+    cache_bytes: int = 64 << 20,
     **overrides: Any,
 ) -> AsyncIterator[Harness]:
     """A running ``Filesystem`` over a writable project (a new one by that name, or the one
@@ -74,7 +75,7 @@ async def open_harness(
     config.cache_dir.mkdir(exist_ok=True)
     async with BimplusClient(emulator.url, StaticToken(emulator.token)) as client:
         fs = Filesystem(
-            config, client, ContentStore(config.cache_dir, 64 << 20),
+            config, client, ContentStore(config.cache_dir, cache_bytes),
             Journal(config.cache_dir),
         )  # fmt: skip
         async with trio.open_nursery() as nursery:

@@ -430,3 +430,23 @@ async def test_sizes_beyond_a_file_are_the_callers_error(harness: Harness) -> No
         await harness.fs.setattr(ino, 1 << 62, None)
     assert info.value.errno in (errno.EFBIG, errno.EINVAL)
     assert (await harness.fs.getattr(ino)).size == 1
+
+
+async def test_editing_a_document_larger_than_the_cache(emulator: Emulator, tmp_path: Path) -> None:
+    """Changing a document in place starts from a copy of it; one the cache cannot hold is
+    read through into that copy instead of failing."""
+    async with open_harness(emulator, tmp_path, cache_bytes=16 << 20) as harness:
+        size = 20 << 20
+        doc = emulator.admin(
+            "POST",
+            f"/teams/{SLUG}/projects/{harness.project['id']}/blob",
+            params={"fileName": "big.bin", "size": size, "seed": "edit"},
+        )
+        original = emulator.download(SLUG, doc["id"])
+        ino = await harness.ino(SLUG, "vfs", "big.bin")
+        fh, _ = await harness.fs.open(ino, os.O_WRONLY)
+        await harness.fs.write(fh, size, b"tail")
+        await harness.fs.flush(fh)
+        await harness.fs.release(fh)
+        assert await harness.fs.drain(60)
+        assert emulator.download(SLUG, doc["id"]) == original + b"tail"
