@@ -228,7 +228,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     check_mountpoint(config.mountpoint)
     if config.foreground:
         setup_logging(args, to_stderr=True)
-        return _run_mount(config, ready=lambda: None)
+        return _run_mount(config, ready=lambda note: None)  # the note is logged to stderr
     # Daemon: the child mounts and reports readiness (or one error line) through a pipe.
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -240,8 +240,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
             args.log_file = config.cache_dir / "bimfs.log"
         setup_logging(args, to_stderr=False)
 
-        def ready() -> None:
-            os.write(write_fd, b"ok\n")
+        def ready(note: str | None) -> None:
+            os.write(write_fd, f"ok {note or ''}".strip().encode() + b"\n")
             os.close(write_fd)
 
         code = 1
@@ -253,6 +253,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
     with os.fdopen(read_fd, "rb") as pipe:
         message = pipe.readline().decode("utf-8", "replace")
     if message.startswith("ok"):
+        note = message[2:].strip()
+        if note:
+            print(f"bimfs: {note}", file=sys.stderr)
         return 0
     _, status = os.waitpid(pid, 0)
     line = message.strip() or f"the mount process exited ({status})"

@@ -18,11 +18,14 @@ import trio
 from bimfs.api.auth import load_token_source
 from bimfs.api.client import BimplusClient
 from bimfs.api.errors import ApiError, AuthError, StatusError, TransportError, UnauthorizedError
+from bimfs.api.models import Team
 from bimfs.cache.content import ContentStore
 from bimfs.cache.journal import Journal
 from bimfs.config import Config
 from bimfs.fuse.operations import Operations
 from bimfs.vfs.filesystem import Filesystem
+from bimfs.vfs.known import KnownTree
+from bimfs.vfs.online import unreachable
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +82,12 @@ def fuse_options(config: Config) -> set[str]:
     return options
 
 
-async def serve(config: Config, ready: Callable[[], None]) -> None:
-    """Mount and serve until unmounted or signalled. Calls ``ready()`` once mounted.
+Ready = Callable[[str | None], None]
+
+
+async def serve(config: Config, ready: Ready) -> None:
+    """Mount and serve until unmounted or signalled. Calls ``ready(note)`` once mounted
+    (``note``: one line for the user, e.g. that the mount started offline, or None).
 
     Raises ``MountError`` (one line) when the mount cannot start.
     """
@@ -134,7 +141,28 @@ def _lock_cache_dir(cache_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-async def _serve(config: Config, ready: Callable[[], None]) -> None:
+async def _first_listing(client: BimplusClient, config: Config) -> tuple[list[Team], str | None]:
+    """The account's teams, from the server; when it cannot be reached and this cache dir
+    has seen the account, the last known ones and one line saying the mount starts offline.
+    Without a known tree the mount waits a little longer (three bounds) before giving up."""
+    known: list[Team] | None = KnownTree(config.cache_dir, config.api_url).load(("teams",))
+    bound = config.offline_after * (1 if known is not None else 3)
+    try:
+        with trio.fail_after(bound):
+            return await client.get_teams(), None
+    except (ApiError, trio.TooSlowError) as exc:
+        if isinstance(exc, ApiError) and not unreachable(exc):
+            raise MountError(describe_preflight(exc, config.api_url)) from None
+        reason = exc.message if isinstance(exc, ApiError) else f"no answer within {bound:g} s"
+        if known is None:
+            raise MountError(f"cannot reach the API at {config.api_url}: {reason}") from None
+        return known, (
+            f"cannot reach the API at {config.api_url} ({reason}): mounted offline with "
+            f"the last known listings; saves are kept and sent when it answers again"
+        )
+
+
+async def _serve(config: Config, ready: Ready) -> None:
     try:
         auth = load_token_source(
             token_file=config.token_file,
@@ -147,10 +175,7 @@ async def _serve(config: Config, ready: Callable[[], None]) -> None:
     async with BimplusClient(
         config.api_url, auth, token_type=config.token_type, timeout=config.request_timeout
     ) as client:
-        try:
-            teams = await client.get_teams()
-        except ApiError as exc:
-            raise MountError(describe_preflight(exc, config.api_url)) from None
+        teams, offline = await _first_listing(client, config)
         if config.team and config.team not in {t.slug for t in teams}:
             known = ", ".join(sorted(t.slug for t in teams)) or "none"
             raise MountError(f"no team with slug {config.team!r} (teams: {known})")
@@ -169,9 +194,11 @@ async def _serve(config: Config, ready: Callable[[], None]) -> None:
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(fs.run)
+                if offline is not None:
+                    fs.start_offline(offline)
                 nursery.start_soon(ops.run_invalidator)
                 nursery.start_soon(_watch_signals, fs, config, stop)
-                ready()
+                ready(offline)
                 log.info("mounted %s at %s", config.api_url, config.mountpoint)
                 nursery.start_soon(_raise_readahead, config.mountpoint)
                 await pyfuse3.main()

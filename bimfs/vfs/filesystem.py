@@ -38,6 +38,7 @@ from bimfs.vfs.background import Background
 from bimfs.vfs.conflicts import Conflicts
 from bimfs.vfs.errors import FsError, check_name
 from bimfs.vfs.handles import DirHandles, Handle, Handles
+from bimfs.vfs.known import KnownTree
 from bimfs.vfs.listing import Listings
 from bimfs.vfs.names import VERSIONS_DIR, LocalOnlyMatcher, safe_name
 from bimfs.vfs.nodes import Attr, DirKind, DirNode, FileNode, Node
@@ -70,7 +71,10 @@ class Filesystem:
         self.server = bounded_remote(remote, self.connectivity)
         self.tree = Tree(config)
         self.rights = Rights(config)
-        self.listings = Listings(config, self.server, self.tree, journal, self.background)
+        self.known = KnownTree(config.cache_dir, config.api_url)
+        self.listings = Listings(
+            config, self.server, self.tree, journal, self.background, self.known
+        )
         self.attributes = Attributes(config, self.rights, self.listings)
         self.reads = Reads(remote, content, self.connectivity)
         self.conflicts = Conflicts(config.cache_dir)
@@ -115,7 +119,12 @@ class Filesystem:
             self.background.attach(nursery)
             await nursery.start(self.content.run)
             await nursery.start(self.uploader.run)
+            await nursery.start(self.known.run)
             task_status.started()
+
+    def start_offline(self, reason: str) -> None:
+        """The server could not be reached at mount time: serve the last known tree."""
+        self.connectivity.went_offline(reason)
 
     async def drain(self, limit: float) -> bool:
         """Send every pending upload now (for at most ``limit`` seconds); True when none is
