@@ -336,6 +336,9 @@ class EmulatorApp:
 
         try:
             result = await spec.handler(ctx)
+            held = faults.hold(key) if zone == "v2" else 0.0
+            if held:
+                await asyncio.sleep(held)
             if draw.reset and not getattr(result, "handles_reset", False):
                 # Requests that are neither transfers nor uploads lose the answer.
                 await connection.drop()

@@ -527,3 +527,40 @@ def test_a_reader_sees_what_a_write_only_writer_wrote(emulator: Emulator, mount:
     p.sync()
     assert p.content("shared.bin") == expected
     assert path.read_bytes() == expected
+
+
+@pytest.mark.parametrize("save", ["new document", "new version"])
+def test_kill_9_after_the_server_stored_an_upload_gives_one_version(
+    emulator: Emulator, mount_factory: Any, tmp_path: Path, save: str
+) -> None:
+    """The mount is killed after the server stored the upload but before its answer arrived;
+    the next mount settles it through the server's lists instead of sending it again."""
+    cache = tmp_path / "cache-stored"
+    m = mount_factory(emulator, "--write-back-delay", "0", cache_dir=cache)
+    p = Project(emulator, m, "stored")
+    if save == "new version":
+        p.seed("plan.txt", b"plan v1\n")
+        wait_until(lambda: (p.dir / "plan.txt").exists(), 30, "plan.txt to show")
+        route = "POST /v2/{slug}/attachments/{id}/versions"
+    else:
+        route = "POST /v2/{slug}/projects/{pid}/attachments"
+    emulator.set_faults(hold_ms=60_000, routes=[route])
+    try:
+        (p.dir / "plan.txt").write_bytes(b"plan v2, stored\n")
+
+        def stored() -> bool:
+            doc = p.docs().get("plan.txt")
+            return doc is not None and p.content("plan.txt") == b"plan v2, stored\n"
+
+        wait_until(stored, 30, "the server to store the upload")
+        m.kill()  # its answer is still held by the server
+    finally:
+        emulator.set_faults(hold_ms=0, routes=[])
+    m.start()
+    m.wait_synced()
+    docs = p.docs()
+    assert list(docs) == ["plan.txt"]
+    versions = p.versions("plan.txt")
+    assert len(versions) == (2 if save == "new version" else 1), versions
+    assert (p.dir / "plan.txt").read_bytes() == b"plan v2, stored\n"
+    assert os.getxattr(p.dir / "plan.txt", "user.bimfs.state") == b"synced"
