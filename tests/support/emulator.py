@@ -114,8 +114,8 @@ class Emulator(EmulatorProcess):
 
     def set_faults(self, **faults: Any) -> None:
         """Change faults at run time (``latency_ms``, ``fail_rate``, ``throttle_rate``,
-        ``retry_after``, ``reset_rate``, ``stream_rate``, ``range_enabled``, ``quirks``, ``hold_ms``,
-        ``routes``, ``fault_seed``)."""
+        ``retry_after``, ``reset_rate``, ``stream_rate``, ``range_enabled``, ``quirks``,
+        ``hold_ms``, ``routes``, ``fault_seed``)."""
         self.admin("POST", "/faults", json=faults)
 
     def expire_tokens(self) -> None:
