@@ -12,6 +12,7 @@ a loopback round trip only). Every helper talks real HTTP to the process.
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,14 @@ class Emulator(EmulatorProcess):
         ``retry_after``, ``reset_rate``, ``stream_rate``, ``range_enabled``, ``quirks``,
         ``routes``, ``fault_seed``)."""
         self.admin("POST", "/faults", json=faults)
+
+    def hostile_answers(self, *rules: dict[str, Any]) -> None:
+        """Rewrite JSON answers (the ``answers`` fault, ``bimfs.emulator.hostile``); none
+        given: answer normally again. Sent with ASCII escapes, so that a rule may hold a lone
+        surrogate."""
+        body = json.dumps({"answers": list(rules)}, ensure_ascii=True)
+        headers = {"Content-Type": "application/json"}
+        self.admin("POST", "/faults", content=body.encode("ascii"), headers=headers)
 
     def expire_tokens(self) -> None:
         """Expire every issued (non-fixed) access token now."""
