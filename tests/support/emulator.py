@@ -127,6 +127,13 @@ class Emulator(EmulatorProcess):
         headers = {"Content-Type": "application/json"}
         self.admin("POST", "/faults", content=body.encode("ascii"), headers=headers)
 
+    def issue_token(self) -> str:
+        """A new access token of the demo user (a legacy login), valid ``--token-ttl``
+        seconds or until ``expire_tokens``."""
+        body = {"user_id": "demo@bimfs.test", "password": "demo", "application_id": "tests"}
+        answer = self.api("POST", "/authorize", json=body, auth=False)
+        return str(answer["access_token"])
+
     def expire_tokens(self) -> None:
         """Expire every issued (non-fixed) access token now."""
         self.admin("POST", "/tokens/expire")
