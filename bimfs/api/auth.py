@@ -111,6 +111,7 @@ class TokenFile:
         self.path = path
         self._current = StaticToken(_read_token_file(path), source=self.source)
         self._lock = trio.Lock()
+        self._warned = False
 
     @property
     def source(self) -> str:
@@ -130,10 +131,15 @@ class TokenFile:
             text = await trio.to_thread.run_sync(_read_token_file, self.path)
             fresh = StaticToken(text, source=self.source)
             if await fresh.token() == rejected:
-                raise AuthError(
+                message = (
                     f"the token in {self.source} was rejected (expired or invalid); "
-                    "write a new one to the file (it is read again), or run `bimfs login`"
+                    "write a new one to the file (it is read again)"
                 )
+                if not self._warned:
+                    self._warned = True  # once per token, not at every refused call
+                    log.warning("%s", message)
+                raise AuthError(message)
+            self._warned = False
             self._current = fresh
             log.info("using the new token of %s", self.source)
             return await fresh.token()

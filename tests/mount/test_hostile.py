@@ -49,13 +49,21 @@ def test_a_listing_with_hostile_entries_shows_the_good_ones(
     # The repaired name reaches the document: the same bytes as on the server.
     assert (project / "\ufffdnotes.txt").read_bytes() == emulator.download(SLUG, notes["id"])
     assert (project / "\ufffdnotes.txt").stat().st_size == notes["size"]
+    # A save of it is a new version of the same document, under the repaired name.
+    with open(project / "\ufffdnotes.txt", "ab") as fh:
+        fh.write(b"one more line\n")
+    m.wait_synced()
+    versions = emulator.versions(SLUG, notes["id"])
+    assert len(versions) == notes["version"] + 1
+    assert versions[-1]["fileName"] == "\ufffdnotes.txt"
+    assert emulator.download(SLUG, notes["id"]).endswith(b"one more line\n")
     skipped = [line for line in m.log().splitlines() if "is skipped" in line]
     assert len(skipped) == 6, m.log()
     assert len([line for line in m.log().splitlines() if "U+FFFD" in line]) == 1
     assert "Traceback" not in m.log()
-    # The server answers properly again: everything is back.
+    # The server answers properly again: everything is back (the saved one as it was saved).
     emulator.hostile_answers()
-    assert {"costs.csv", "README", "plan.pdf", "notes.txt"} <= set(_eventually(project))
+    assert {"costs.csv", "README", "plan.pdf", "\ufffdnotes.txt"} <= set(_eventually(project))
 
 
 def _eventually(path: os.PathLike[str]) -> list[str]:
@@ -106,6 +114,10 @@ def test_a_token_rotated_in_the_token_file_is_used_without_remounting(
     # Expired and not rotated yet: refused (the file was read again, same token).
     with pytest.raises(PermissionError):
         os.listdir(m.p(SLUG, "Residential Complex"))
+    with pytest.raises(PermissionError):
+        (m.p(SLUG, "Residential Complex", "budget.xlsx")).read_bytes()
+    rejected = [line for line in m.log().splitlines() if "write a new one" in line]
+    assert len(rejected) == 1 and "WARNING" in rejected[0], m.log()
     second = emulator.issue_token()
     m.token_file.write_text(second + "\n")
     assert "budget.xlsx" in os.listdir(m.p(SLUG, "Residential Complex"))
