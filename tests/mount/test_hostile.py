@@ -18,6 +18,7 @@ pytestmark = pytest.mark.mount
 SLUG = "bimfs-demo"
 OFFICE = "Office Building"
 DOCS = "GET /v2/{slug}/projects/{pid}/attachments"
+FOLDERS = "GET /v2/{slug}/projects/{pid}/structures"
 DIR_TTL = ("--dir-ttl", "0.3")
 
 
@@ -36,6 +37,7 @@ def test_a_listing_with_hostile_entries_shows_the_good_ones(
         {"route": DOCS, "where": {"fileName": "plan.pdf"}, "set": {"id": None}},
         {"route": DOCS, "where": {"id": notes["id"]}, "set": {"fileName": "\udc80notes.txt"}},
         {"route": DOCS, "append": [7, None, ["x"]]},
+        {"route": FOLDERS, "where": {"name": "Details"}, "set": {"id": 5}},
     )
     m = mount_factory(emulator, *DIR_TTL)
     project = m.p(SLUG, OFFICE)
@@ -46,6 +48,9 @@ def test_a_listing_with_hostile_entries_shows_the_good_ones(
     assert "site-photo.png" in names and "model.ifc" in names and "Drawings" in names
     assert not names & {"costs.csv", "README", "plan.pdf", "notes.txt"}
     assert "\ufffdnotes.txt" in names
+    # A folder node of the wrong shape: its documents show in the project directory.
+    assert {"detail-01.png", "detail-02.txt"} <= names
+    assert "Details" not in os.listdir(project / "Drawings")
     # The repaired name reaches the document: the same bytes as on the server.
     assert (project / "\ufffdnotes.txt").read_bytes() == emulator.download(SLUG, notes["id"])
     assert (project / "\ufffdnotes.txt").stat().st_size == notes["size"]
@@ -58,7 +63,7 @@ def test_a_listing_with_hostile_entries_shows_the_good_ones(
     assert versions[-1]["fileName"] == "\ufffdnotes.txt"
     assert emulator.download(SLUG, notes["id"]).endswith(b"one more line\n")
     skipped = [line for line in m.log().splitlines() if "is skipped" in line]
-    assert len(skipped) == 6, m.log()
+    assert len(skipped) == 7, m.log()
     assert len([line for line in m.log().splitlines() if "U+FFFD" in line]) == 1
     assert "Traceback" not in m.log()
     # The server answers properly again: everything is back (the saved one as it was saved).
