@@ -225,7 +225,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     check_fuse_available()
-    check_mountpoint(config.mountpoint)
+    notice = check_mountpoint(config.mountpoint)
+    if notice:
+        print(f"bimfs: {notice}", file=sys.stderr)
     if config.foreground:
         setup_logging(args, to_stderr=True)
         return _run_mount(config, ready=lambda note: None)  # the note is logged to stderr
@@ -351,7 +353,7 @@ def _unreadable(mountpoint: Path, exc: OSError) -> CliError:
         return CliError(
             f"{mountpoint}: the bimfs mount is not responding (its process has ended; "
             f"unsent saves stay in its cache dir for the next mount); "
-            f"remove it with: fusermount3 -u {mountpoint}"
+            f"clear it with: bimfs unmount {mountpoint}"
         )
     if exc.errno in (errno.E2BIG, errno.ERANGE):
         return CliError(
@@ -517,7 +519,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_unmount(args: argparse.Namespace) -> int:
+    from bimfs.fuse.mount import clear_dead_mount
+
     mountpoint = args.mountpoint.absolute()
+    cleared = clear_dead_mount(mountpoint)
+    if cleared:
+        print(f"bimfs: {cleared}", file=sys.stderr)
+        return 0
     status = read_status(mountpoint)
     deadline = time.monotonic() + args.timeout
     if status.get("pending", 0):

@@ -308,7 +308,7 @@ class Session:
             raise ProtocolError(f"empty answer (status {response.status_code})", call=call)
         try:
             return response.json()
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, absurd nesting
             raise ProtocolError(
                 f"the answer is not JSON: {excerpt(response.content[:200])!r}", call=call
             ) from exc

@@ -1,4 +1,5 @@
-"""Injected faults: latency, failures, throttling, dropped connections, slow streams, quirks.
+"""Injected faults: latency, failures, throttling, dropped connections, slow streams, quirks,
+hostile answers.
 
 Faults apply to ``/v2`` requests only. Every such request draws the same three random numbers
 (fail, throttle, reset) from one ``random.Random`` seeded by ``--fault-seed``, so that a given
@@ -10,6 +11,8 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from bimfs.emulator.hostile import check_rules
 
 
 @dataclass
@@ -31,6 +34,8 @@ class FaultSettings:
     # ``hold_ms`` are limited to; empty means every /v2 route. Latency and stream_rate always
     # apply to all.
     routes: list[str] = field(default_factory=list)
+    # Hostile answers: rules rewriting JSON answers (see ``bimfs.emulator.hostile``).
+    answers: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +97,8 @@ class Faults:
                 if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
                     raise ValueError("routes must be a list of route keys")
                 new.routes = list(value)
+            elif key == "answers":
+                new.answers = check_rules(value)
             else:
                 raise ValueError(f"unknown fault {key}")
         self.settings = new

@@ -22,6 +22,7 @@ from bimfs.api.models import Team
 from bimfs.cache.content import ContentStore
 from bimfs.cache.journal import Journal
 from bimfs.config import Config
+from bimfs.fuse.dead import ClearError, DeadMount, clear, dead_mount_type
 from bimfs.fuse.operations import Operations
 from bimfs.vfs.filesystem import Filesystem
 from bimfs.vfs.known import KnownTree
@@ -42,9 +43,23 @@ def check_fuse_available() -> None:
         raise MountError("FUSE is unavailable: fusermount3 not found (apt-get install fuse3)")
 
 
-def check_mountpoint(path: Path) -> None:
-    """The mountpoint must be an existing, empty directory that is not mounted yet."""
-    if not path.exists():
+def check_mountpoint(path: Path) -> str | None:
+    """The mountpoint must be an existing, empty directory that is not mounted yet.
+
+    A dead bimfs mount there (its process ended) is cleared first; the line saying so is
+    returned. A dead mount of another filesystem is refused with what to run.
+    """
+    notice = None
+    dead = dead_mount_type(path)
+    if dead is not None:
+        if not dead.is_bimfs:
+            raise MountError(_dead_elsewhere(path, dead))
+        notice = f"cleared the dead bimfs mount at {path} ({dead.reason}){_clear(path)}"
+    try:
+        exists = path.exists()
+    except OSError as exc:
+        raise MountError(f"cannot use mountpoint {path}: {exc.strerror or exc}") from None
+    if not exists:
         raise MountError(f"mountpoint {path} does not exist (create it with mkdir)")
     if not path.is_dir():
         raise MountError(f"mountpoint {path} is not a directory")
@@ -55,6 +70,43 @@ def check_mountpoint(path: Path) -> None:
             raise MountError(f"mountpoint {path} is not empty")
     except PermissionError as exc:
         raise MountError(f"cannot read mountpoint {path}: {exc.strerror}") from exc
+    return notice
+
+
+def clear_dead_mount(path: Path) -> str | None:
+    """For ``bimfs unmount``: clear a dead bimfs mount at ``path`` and return the line saying
+    so; None when ``path`` is not a dead mount. ``MountError`` when it is a dead mount of
+    another filesystem, or cannot be cleared."""
+    dead = dead_mount_type(path)
+    if dead is None:
+        return None
+    if not dead.is_bimfs:
+        raise MountError(_dead_elsewhere(path, dead))
+    how = _clear(path)
+    return (
+        f"cleared the dead bimfs mount at {path} (its process had ended){how}; saves it had "
+        f"not sent yet are sent by the next mount with the same cache dir"
+    )
+
+
+def _clear(path: Path) -> str:
+    try:
+        lazy = clear(path)
+    except ClearError as exc:
+        raise MountError(f"{exc}; try: fusermount3 -u -z {path}") from None
+    return " lazily, as something still uses it" if lazy else ""
+
+
+def _dead_elsewhere(path: Path, dead: DeadMount) -> str:
+    if dead.fstype == "unknown":
+        return (
+            f"{path} is inside a dead mount ({dead.reason}); unmount that one first "
+            f"(fusermount3 -u on its mountpoint)"
+        )
+    return (
+        f"{path} is a dead {dead.fstype} mount, not bimfs ({dead.reason}); "
+        f"clear it with: fusermount3 -u {path}"
+    )
 
 
 def describe_preflight(exc: ApiError, api_url: str) -> str:
