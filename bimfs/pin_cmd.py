@@ -252,7 +252,7 @@ def _wait_rich(paths: list[Path]) -> bool:
         TimeRemainingColumn(),
     )
     with Progress(*columns) as bar:
-        tasks = [bar.add_task(str(p), total=None, files="") for p in paths]
+        tasks = [bar.add_task(p.name or str(p), total=None, files="") for p in paths]
 
         def report(i: int, p: dict[str, Any]) -> None:
             files = f"{p.get('cached_files', 0)}/{p.get('files', 0)} docs"
