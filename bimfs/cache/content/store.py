@@ -17,7 +17,7 @@ from typing import Any
 import trio
 
 from bimfs.cache.blocks import BlockSet
-from bimfs.cache.content.entries import Entry, StreamFor
+from bimfs.cache.content.entries import Entry, InUse, StreamFor
 from bimfs.cache.content.index import Index
 from bimfs.cache.content.keys import CachedFile, ContentKey, Fetcher
 from bimfs.cache.content.streams import Stream, Streams, StreamSettings
@@ -101,7 +101,7 @@ class ContentStore:
         self._fills_since_evict = 0
         # Entries kept for offline work (``keep``): never evicted, counted in the budget.
         self._kept: frozenset[str] = frozenset()
-        self._in_use = _InUse(self._entries, self)
+        self._in_use = InUse(self._entries, self._kept)
         self._bytes_served = 0
         self._closed = False
         self._index = Index(self.dir, block_size)
@@ -276,7 +276,7 @@ class ContentStore:
         """Keep the entries of ``digests`` (``ContentKey.digest``) from eviction, replacing
         the set kept so far; entries that leave it may be evicted again at once."""
         released = bool(self._kept - digests)
-        self._kept = digests
+        self._kept = self._in_use.kept = digests
         if released and not self._closed:
             self.evict_to_budget()
 
@@ -609,15 +609,3 @@ class ContentStore:
             if not entry.pins and not self._closed:
                 # Completed after its last close: the close's eviction skipped it.
                 self.evict_to_budget()
-
-
-class _InUse:
-    """The entries eviction must skip: open, streaming or being finalised (in memory), and
-    those kept for offline work."""
-
-    def __init__(self, entries: dict[str, Entry], store: ContentStore) -> None:
-        self._entries = entries
-        self._store = store
-
-    def __contains__(self, digest: object) -> bool:
-        return digest in self._entries or (isinstance(digest, str) and self._store.is_kept(digest))
