@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_log_args(demo)
 
+    from bimfs.pin_cmd import add_pin_parsers
+
+    add_pin_parsers(sub)
     try:
         from bimfs.login import add_login_parser
     except ImportError:  # pragma: no cover - login is part of the package
@@ -477,6 +480,10 @@ def format_status(
         lines.append(f"  not saved locally: {u.get('path')}: {u.get('reason')}")
     for c in status.get("conflicts", []):
         lines.append(f"  {c.get('state')}: {c.get('path')}")
+    for p in status.get("pins", []):
+        state = "complete" if p.get("complete") else f"{p.get('cached_files')}/{p.get('files')}"
+        error = f" ({p['error']})" if p.get("error") else ""
+        lines.append(f"  pinned: {p.get('path')}  {_human(p.get('bytes', 0))}  {state}{error}")
     cache = status.get("cache", {})
     if cache:
         used = cache.get("bytes_used", 0) or 0
@@ -724,6 +731,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_status(args)
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command in ("pin", "unpin"):
+            from bimfs.pin_cmd import run_pin
+
+            return run_pin(args)
         if args.command == "login":
             from bimfs.login import run_login
 

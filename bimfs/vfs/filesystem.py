@@ -43,6 +43,7 @@ from bimfs.vfs.listing import Listings
 from bimfs.vfs.names import VERSIONS_DIR, LocalOnlyMatcher, safe_name
 from bimfs.vfs.nodes import Attr, DirKind, DirNode, FileNode, Node
 from bimfs.vfs.online import Connectivity, bounded_remote
+from bimfs.vfs.pins import Pins
 from bimfs.vfs.reads import Reads
 from bimfs.vfs.remote import Remote
 from bimfs.vfs.renames import Renames
@@ -90,9 +91,13 @@ class Filesystem:
             self.server, self.tree, self.listings, self.staging, self.uploads, self.rights, journal,
             LocalOnlyMatcher(config.local_only),
         )  # fmt: skip
+        self.pins = Pins(
+            config, self.tree, self.listings, self.reads, content, self.connectivity,
+            self.background,
+        )  # fmt: skip
         self.xattrs = Xattrs(
             config, self.server, self.tree, self.listings, self.staging, self.rights, journal,
-            self.uploader, self.background, self.conflicts, self.status,
+            self.uploader, self.background, self.conflicts, self.status, self.pins,
         )  # fmt: skip
         self.handles = Handles()
         self.dir_handles = DirHandles()
@@ -120,6 +125,7 @@ class Filesystem:
             await nursery.start(self.content.run)
             await nursery.start(self.uploader.run)
             await nursery.start(self.known.run)
+            self.pins.start()
             task_status.started()
 
     def start_offline(self, reason: str) -> None:
@@ -153,6 +159,7 @@ class Filesystem:
             cache=self.content.usage(),
         )
         doc["connection"] = self.connectivity.describe()
+        doc["pins"] = self.pins.status()
         doc["online"] = self.connectivity.online
         conflicts = self.conflicts.listing()
         if conflicts:
