@@ -1,0 +1,113 @@
+"""The command line's arguments: one sub-command per verb."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bimfs import __version__
+from bimfs.cli.common import LIST_LIMIT
+from bimfs.config import ENV_URLS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bimfs", description="Mount a Bimplus account as a filesystem."
+    )
+    parser.add_argument("--version", action="version", version=f"bimfs {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    mount = sub.add_parser("mount", help="mount a Bimplus account")
+    mount.add_argument("mountpoint", type=Path)
+    _add_api_args(mount)
+    mount.add_argument("--team", metavar="SLUG", help="mount one team as the root")
+    mount.add_argument("--token-file", type=Path, metavar="FILE")
+    mount.add_argument("--token-type", default="BimPlus", choices=["BimPlus", "Bearer"])
+    mount.add_argument("--cache-dir", type=Path, metavar="DIR")
+    mount.add_argument("--cache-size", default=None, metavar="SIZE", help="e.g. 10G (default)")
+    mount.add_argument("--dir-ttl", type=float, default=30.0, metavar="SECONDS")
+    mount.add_argument("--write-back-delay", type=float, default=2.0, metavar="SECONDS")
+    mount.add_argument("--local-only", action="append", default=[], metavar="PATTERN")
+    mount.add_argument("--read-only", action="store_true")
+    mount.add_argument(
+        "--offline-after",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long a filesystem call waits for the server before the mount works offline",
+    )
+    mount.add_argument(
+        "--on-conflict",
+        choices=["copy", "newest-wins"],
+        default="copy",
+        help="a save based on an older version than the server's newest: keep it as a conflict"
+        " copy next to the document (default), or make it the newest version",
+    )
+    mount.add_argument(
+        "--show-versions",
+        action="store_true",
+        help="list versions/ in directory listings (it is always reachable by name)",
+    )
+    mount.add_argument(
+        "--no-stream-uploads",
+        dest="stream_uploads",
+        action="store_false",
+        help="send large new files only after close, not while they are written",
+    )
+    mount.add_argument("--foreground", "-f", action="store_true")
+    mount.add_argument(
+        "-o", dest="fuse_options", action="append", default=[], metavar="FUSE_OPTIONS"
+    )
+    mount.add_argument("--uid", type=int, default=None)
+    mount.add_argument("--gid", type=int, default=None)
+    mount.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long SIGTERM/unmount waits for pending uploads",
+    )
+    _add_log_args(mount)
+
+    unmount = sub.add_parser("unmount", help="send pending uploads, then unmount")
+    unmount.add_argument("mountpoint", type=Path)
+    unmount.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS")
+
+    status = sub.add_parser("status", help="transfers, pending and failed uploads, cache use")
+    status.add_argument("mountpoint", type=Path, nargs="?")
+    status.add_argument("--json", action="store_true", help="everything, machine-readable")
+    status.add_argument(
+        "--all",
+        action="store_true",
+        help=f"list every pending and failed save (default: the first {LIST_LIMIT})",
+    )
+
+    demo = sub.add_parser("demo", help="start the emulator with sample data and mount it")
+    demo.add_argument("mountpoint", type=Path, nargs="?", default=Path("/tmp/bimfs-demo"))
+    demo.add_argument("--data-dir", type=Path, default=None)
+    demo.add_argument(
+        "--exit",
+        action="store_true",
+        help="show the tree and stop (default when stdin is not a terminal)",
+    )
+    _add_log_args(demo)
+
+    try:
+        from bimfs.login import add_login_parser
+    except ImportError:  # pragma: no cover - login is part of the package
+        pass
+    else:
+        add_login_parser(sub)
+    return parser
+
+
+def _add_api_args(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--api-url", metavar="URL")
+    group.add_argument("--env", choices=sorted(ENV_URLS))
+
+
+def _add_log_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--debug", action="store_true")
+    p.add_argument("--log-file", type=Path)
