@@ -10,8 +10,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from bimfs.cli.arguments import mount_arguments
 from bimfs.cli.common import CliError
 from bimfs.cli.demo import cmd_demo
+from bimfs.cli.fstab import helper_argv
 from bimfs.cli.mount import cmd_mount
 from bimfs.cli.parser import build_parser
 from bimfs.cli.status import cmd_status, format_status, read_status
@@ -22,13 +24,15 @@ __all__ = ["CliError", "build_parser", "format_status", "main", "read_status"]
 
 
 def main(argv: list[str] | None = None) -> int:
+    # `bimfs SOURCE MOUNTPOINT -o OPTIONS` is how mount(8) runs a FUSE filesystem (fstab).
+    argv = helper_argv(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     args = parser.parse_args(argv)
     from bimfs.fuse.mount import MountError
 
     try:
         if args.command == "mount":
-            return cmd_mount(args)
+            return cmd_mount(mount_arguments(argv, args))
         if args.command == "unmount":
             return cmd_unmount(args)
         if args.command == "status":

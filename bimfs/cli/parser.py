@@ -4,21 +4,40 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from bimfs import __version__
 from bimfs.cli.common import LIST_LIMIT
 from bimfs.config import ENV_URLS
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(mount_defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; ``mount_defaults`` (argument values by dest, from the
+    configuration file) replace the built-in defaults of ``bimfs mount``."""
     parser = argparse.ArgumentParser(
         prog="bimfs", description="Mount a Bimplus account as a filesystem."
     )
     parser.add_argument("--version", action="version", version=f"bimfs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    mount = sub.add_parser("mount", help="mount a Bimplus account")
-    mount.add_argument("mountpoint", type=Path)
+    mount = sub.add_parser(
+        "mount",
+        help="mount a Bimplus account",
+        usage="%(prog)s [-h] (MOUNTPOINT | NAME | SOURCE MOUNTPOINT) [options]",
+    )
+    mount.add_argument(
+        "mountpoint",
+        metavar="MOUNTPOINT|NAME",
+        help="a directory, or a mount named in the configuration file",
+    )
+    mount.add_argument(
+        "target",
+        nargs="?",
+        metavar="MOUNTPOINT",
+        help="with a first argument naming the source (a named mount, an API URL, prod, stage"
+        " or dev): where to mount it",
+    )
+    _add_config_arg(mount)
     _add_api_args(mount)
     mount.add_argument("--team", metavar="SLUG", help="mount one team as the root")
     mount.add_argument("--token-file", type=Path, metavar="FILE")
@@ -28,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--dir-ttl", type=float, default=30.0, metavar="SECONDS")
     mount.add_argument("--write-back-delay", type=float, default=2.0, metavar="SECONDS")
     mount.add_argument("--local-only", action="append", default=[], metavar="PATTERN")
-    mount.add_argument("--read-only", action="store_true")
+    mount.add_argument("--read-only", action=argparse.BooleanOptionalAction, default=False)
     mount.add_argument(
         "--offline-after",
         type=float,
@@ -45,18 +64,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mount.add_argument(
         "--show-versions",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=False,
         help="list versions/ in directory listings (it is always reachable by name)",
     )
     mount.add_argument(
-        "--no-stream-uploads",
-        dest="stream_uploads",
-        action="store_false",
-        help="send large new files only after close, not while they are written",
+        "--stream-uploads",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="send large new files while they are written (default), or only after close",
     )
     mount.add_argument("--foreground", "-f", action="store_true")
     mount.add_argument(
-        "-o", dest="fuse_options", action="append", default=[], metavar="FUSE_OPTIONS"
+        "-o",
+        dest="fuse_options",
+        action="append",
+        default=[],
+        metavar="OPTIONS",
+        help="mount options, comma separated: FUSE options (allow_other, ...) or bimfs options"
+        " as key=value (team=acme, read_only, ...)",
     )
     mount.add_argument("--uid", type=int, default=None)
     mount.add_argument("--gid", type=int, default=None)
@@ -70,11 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_args(mount)
 
     unmount = sub.add_parser("unmount", help="send pending uploads, then unmount")
-    unmount.add_argument("mountpoint", type=Path)
+    unmount.add_argument("mountpoint", metavar="MOUNTPOINT|NAME")
+    _add_config_arg(unmount)
     unmount.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS")
 
     status = sub.add_parser("status", help="transfers, pending and failed uploads, cache use")
-    status.add_argument("mountpoint", type=Path, nargs="?")
+    status.add_argument("mountpoint", metavar="MOUNTPOINT|NAME", nargs="?")
+    _add_config_arg(status)
     status.add_argument("--json", action="store_true", help="everything, machine-readable")
     status.add_argument(
         "--all",
@@ -98,7 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_login_parser(sub)
+    if mount_defaults:
+        mount.set_defaults(**mount_defaults)
     return parser
+
+
+def _add_config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="the configuration file (default: $XDG_CONFIG_HOME/bimfs/config.toml)",
+    )
 
 
 def _add_api_args(p: argparse.ArgumentParser) -> None:

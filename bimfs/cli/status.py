@@ -16,6 +16,7 @@ from typing import Any
 
 from bimfs.cli.common import LIST_LIMIT, CliError
 from bimfs.cli.common import human as _human
+from bimfs.cli.settings import mountpoint_of
 
 # The mount's status: a bounded summary, and its detail in pages (see bimfs/vfs/status.py).
 STATUS_XATTR = "user.bimfs.status"
@@ -220,7 +221,7 @@ def _show(mountpoint: Path, every: bool) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     named = args.mountpoint is not None
-    mountpoints = [args.mountpoint.absolute()] if named else bimfs_mounts()
+    mountpoints = [mountpoint_of(args.mountpoint, args.config)] if named else bimfs_mounts()
     shown: list[Any] = []
     broken = 0
     for mountpoint in mountpoints:

@@ -9,11 +9,12 @@ import sys
 import time
 
 from bimfs.cli.common import LIST_LIMIT, CliError
+from bimfs.cli.settings import mountpoint_of
 from bimfs.cli.status import SYNC_XATTR, _counts, _first_unsent, _label, read_status
 
 
 def cmd_unmount(args: argparse.Namespace) -> int:
-    mountpoint = args.mountpoint.absolute()
+    mountpoint = mountpoint_of(args.mountpoint, args.config)
     status = read_status(mountpoint)
     deadline = time.monotonic() + args.timeout
     if status.get("pending", 0):
