@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Any
 
+from bimfs.cli.notify import Notifier
 from bimfs.config import (
     DEFAULT_CACHE_SIZE,
     ENV_URLS,
@@ -85,9 +86,10 @@ def cmd_mount(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     check_fuse_available()
     check_mountpoint(config.mountpoint)
+    notifier = Notifier.from_environment()
     if config.foreground:
         setup_logging(args, to_stderr=True)
-        return _run_mount(config, ready=lambda: None)
+        return _run_mount(config, notifier.ready, notifier)
     # Daemon: the child mounts and reports readiness (or one error line) through a pipe.
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -102,10 +104,11 @@ def cmd_mount(args: argparse.Namespace) -> int:
         def ready() -> None:
             os.write(write_fd, b"ok\n")
             os.close(write_fd)
+            notifier.ready()
 
         code = 1
         try:
-            code = _run_mount(config, ready=ready, error_fd=write_fd)
+            code = _run_mount(config, ready, notifier, error_fd=write_fd)
         finally:
             os._exit(code)
     os.close(write_fd)
@@ -125,13 +128,14 @@ def _detach_stdio() -> None:
     os.close(devnull)
 
 
-def _run_mount(config: Config, ready: Any, error_fd: int | None = None) -> int:
+def _run_mount(config: Config, ready: Any, notifier: Notifier, error_fd: int | None = None) -> int:
     import trio
 
-    from bimfs.fuse.mount import MountError, serve
+    from bimfs.fuse.mount import MountError, Watchers, serve
 
+    watchers = Watchers(progress=notifier.progress, stopping=notifier.stopping)
     try:
-        trio.run(serve, config, ready)
+        trio.run(serve, config, ready, watchers)
     except MountError as exc:
         if error_fd is not None:
             os.write(error_fd, f"bimfs: {exc}\n".encode())
