@@ -17,6 +17,7 @@ from bimfs.cli.fstab import helper_argv
 from bimfs.cli.mount import cmd_mount
 from bimfs.cli.parser import build_parser
 from bimfs.cli.status import cmd_status, format_status, read_status
+from bimfs.cli.units import cmd_systemd_unit
 from bimfs.cli.unmount import cmd_unmount
 from bimfs.config import ConfigError
 
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_status(args)
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command == "systemd-unit":
+            return cmd_systemd_unit(args)
         if args.command == "login":
             from bimfs.login import run_login
 

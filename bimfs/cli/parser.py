@@ -120,6 +120,7 @@ def build_parser(mount_defaults: dict[str, Any] | None = None) -> argparse.Argum
     )
     _add_log_args(demo)
 
+    _add_unit_parser(sub)
     try:
         from bimfs.login import add_login_parser
     except ImportError:  # pragma: no cover - login is part of the package
@@ -129,6 +130,25 @@ def build_parser(mount_defaults: dict[str, Any] | None = None) -> argparse.Argum
     if mount_defaults:
         mount.set_defaults(**mount_defaults)
     return parser
+
+
+def _add_unit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    unit = sub.add_parser(
+        "systemd-unit",
+        help="print a systemd unit that mounts a named mount (Type=notify)",
+        description="Print the systemd unit bimfs@.service; `systemctl enable --now bimfs@NAME`"
+        " then mounts [mount.NAME] of the configuration file at boot (or, with --user, at"
+        " login) and sends pending saves before it unmounts.",
+    )
+    unit.add_argument("name", nargs="?", metavar="NAME", help="check that this mount is usable")
+    unit.add_argument("--user", action="store_true", help="a unit for systemctl --user")
+    unit.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="the configuration file (default: /etc/bimfs/config.toml, or with --user"
+        " $XDG_CONFIG_HOME/bimfs/config.toml)",
+    )
 
 
 def _add_config_arg(p: argparse.ArgumentParser) -> None:
