@@ -19,6 +19,7 @@ from bimfs.cli.parser import build_parser
 from bimfs.cli.status import cmd_status, format_status, read_status
 from bimfs.cli.units import cmd_systemd_unit
 from bimfs.cli.unmount import cmd_unmount
+from bimfs.cli.watch import cmd_watch
 from bimfs.config import ConfigError
 
 __all__ = ["CliError", "build_parser", "format_status", "main", "read_status"]
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "unmount":
             return cmd_unmount(args)
         if args.command == "status":
-            return cmd_status(args)
+            return cmd_watch(args) if args.watch else cmd_status(args)
         if args.command == "demo":
             return cmd_demo(args)
         if args.command == "systemd-unit":

@@ -102,6 +102,13 @@ def build_parser(mount_defaults: dict[str, Any] | None = None) -> argparse.Argum
 
     status = sub.add_parser("status", help="transfers, pending and failed uploads, cache use")
     status.add_argument("mountpoint", metavar="MOUNTPOINT|NAME", nargs="?")
+    status.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
+    status.add_argument(
+        "--interval", type=float, default=2.0, metavar="SECONDS", help="with --watch (default 2)"
+    )
+    status.add_argument(
+        "--count", type=int, default=None, metavar="N", help="with --watch: stop after N refreshes"
+    )
     _add_config_arg(status)
     status.add_argument("--json", action="store_true", help="everything, machine-readable")
     status.add_argument(

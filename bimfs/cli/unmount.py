@@ -9,6 +9,7 @@ import sys
 import time
 
 from bimfs.cli.common import LIST_LIMIT, CliError
+from bimfs.cli.progress import DrainView
 from bimfs.cli.settings import mountpoint_of
 from bimfs.cli.status import SYNC_XATTR, _counts, _first_unsent, _label, read_status
 
@@ -24,12 +25,17 @@ def cmd_unmount(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise CliError(f"cannot ask {mountpoint} to send its uploads: {exc.strerror}") from None
     polls = 0
-    while status.get("pending", 0) and time.monotonic() < deadline:
-        # Quick at first; a long wait (thousands of saves) asks about once a second.
-        interval = min(1.0, 0.2 * 1.1**polls)
-        polls += 1
-        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
-        status = read_status(mountpoint)
+    view = DrainView(status)
+    try:
+        while status.get("pending", 0) and time.monotonic() < deadline:
+            # Quick at first; a long wait (thousands of saves) asks about once a second.
+            interval = min(1.0, 0.2 * 1.1**polls)
+            polls += 1
+            time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+            status = read_status(mountpoint)
+            view.update(status)
+    finally:
+        view.close()
     pending = status.get("pending", 0)
     if pending:
         first = _first_unsent(mountpoint, status, LIST_LIMIT, {"pending", "uploading"})
