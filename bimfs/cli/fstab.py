@@ -51,6 +51,8 @@ def helper_argv(argv: list[str]) -> list[str]:
             continue  # mount(8)'s verbose, no-mtab, sloppy, fake: nothing to do with them here
         else:
             positionals.append(word)
+    if len(positionals) < 2 and not options:
+        return argv  # a mistyped command rather than a mount: argparse says which exist
     if positionals and positionals[0].startswith("bimfs#"):
         positionals[0] = positionals[0][len("bimfs#") :]
     result = ["mount", *positionals]
