@@ -39,6 +39,8 @@ def site_config(emulator: Emulator, d: Daemon, token: Path, defaults: str = "") 
 [defaults]
 cache-size = "64M"
 read-only = true
+cache-dir = "{d.root / "not-this-one"}"
+env = "stage"
 {defaults}
 
 [mount.site]
@@ -66,12 +68,14 @@ def test_a_named_mount_takes_its_table_and_the_defaults(
 
     mount_named(d, "site")
 
-    # [mount.site]: the team is the root, the API and cache dir are the table's.
+    # [mount.site]: the team is the root, the API and cache dir are the table's (not those of
+    # [defaults]).
     projects = set(os.listdir(d.path))
     assert "Office Building" in projects and SLUG not in projects
     status = read_status(d.path)
     assert status["api_url"] == emulator.url
     assert status["cache_dir"] == str(d.cache_dir)
+    assert not (d.root / "not-this-one").exists()
     # [defaults]: the cache budget and read-only.
     assert status["cache"]["budget"] == 64 << 20
     with pytest.raises(OSError) as err:

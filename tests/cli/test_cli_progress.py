@@ -114,3 +114,43 @@ def test_status_watch_ends_with_ctrl_c_exit_0(
             watch.wait()
     assert watch.returncode == 0, err
     assert err == ""
+
+
+def test_unmount_on_a_terminal_draws_a_bar(
+    emulator: Emulator, daemon: Callable[..., Daemon]
+) -> None:
+    new_project(emulator, "On A Terminal")
+    d = daemon("--write-back-delay", "600")
+    d.p(SLUG, "On A Terminal", "t.bin").write_bytes(bytes(256 * 1024))
+    main, terminal = os.openpty()
+    try:
+        unmount = subprocess.Popen(
+            [sys.executable, "-m", "bimfs", "unmount", str(d.path)],
+            stdout=terminal,
+            stderr=subprocess.PIPE,
+            env={**d.env, "COLUMNS": "100", "TERM": "xterm"},
+        )
+        os.close(terminal)
+        terminal = -1
+        shown = b""
+        while True:
+            try:
+                piece = os.read(main, 65536)
+            except OSError:  # EIO: the last writer closed the terminal
+                break
+            if not piece:
+                break
+            shown += piece
+        _, err = unmount.communicate(timeout=DEADLINE)
+        assert unmount.returncode == 0, err
+        assert err == b""
+    finally:
+        os.close(main)
+        if terminal >= 0:
+            os.close(terminal)
+    text = shown.decode(errors="replace")
+    assert "sending 1 save" in text, text
+    assert "256.0 KiB" in text  # the bar's bytes: the file's size
+    assert "\x1b[" in text  # drawn, not printed line by line
+    assert text.rstrip().endswith("all saved")
+    assert not os.path.ismount(d.path)
