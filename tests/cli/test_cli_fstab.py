@@ -45,7 +45,7 @@ def fstab_line(source: str, mountpoint: Path, kind: str, options: list[str]) -> 
     return f"{source} {mountpoint} {kind} {','.join(options)} 0 0\n"
 
 
-def test_an_fstab_line_with_the_full_path_mounts_with_mount_and_umount(
+def test_an_fstab_line_with_the_full_path_mounts_with_mount_a_and_umount(
     emulator: Emulator, tmp_path: Path, mountpoint: Path
 ) -> None:
     assert BIMFS.exists(), "the bimfs command of this environment"
@@ -62,8 +62,9 @@ def test_an_fstab_line_with_the_full_path_mounts_with_mount_and_umount(
     )
     pid = new_project(emulator, "From Fstab")
 
+    # mount -a: every line of the file that is not noauto.
     result = subprocess.run(
-        ["mount", "-T", str(fstab), str(mountpoint)], env={}, capture_output=True, text=True
+        ["mount", "-a", "-T", str(fstab)], env={}, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
     assert os.path.ismount(mountpoint)
