@@ -164,3 +164,22 @@ def test_an_unknown_source_or_a_named_mount_without_mountpoint(tmp_path: Path) -
     assert f"{path}: [mount.site] has no mountpoint" in line
     line = one_error_line(run_bimfs("mount", tmp_path, "--config", tmp_path / "none.toml", env=env))
     assert f"configuration file {tmp_path / 'none.toml'} does not exist" in line
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        ("dir_ttl=soon", 'mount option dir_ttl: expected a number of seconds, got "soon"'),
+        ("team", "mount option team: expected team=VALUE"),
+        ("token=eyJabc", "mount option token: tokens are never accepted as options"),
+        ("on_conflict=last", "mount option on_conflict: expected one of copy, newest-wins"),
+    ],
+)
+def test_a_wrong_mount_option_is_one_line(tmp_path: Path, option: str, expected: str) -> None:
+    (tmp_path / "mnt").mkdir()
+    result = run_bimfs(
+        "mount", tmp_path / "mnt", "-o", f"allow_other,{option}", env=base_env(tmp_path)
+    )
+    line = one_error_line(result)
+    assert expected in line
+    assert "eyJabc" not in line
