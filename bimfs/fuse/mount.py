@@ -10,7 +10,9 @@ import os
 import shutil
 import signal
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyfuse3
 import trio
@@ -137,7 +139,26 @@ def fuse_options(config: Config) -> set[str]:
 Ready = Callable[[str | None], None]
 
 
-async def serve(config: Config, ready: Ready) -> None:
+@dataclass
+class Watchers:
+    """Who hears how the mount is doing (a service manager): ``progress`` gets the status
+    summary once mounted and whenever its pending or failed saves change, ``stopping`` is called
+    once shutting down starts (before pending saves are sent)."""
+
+    progress: Callable[[dict[str, Any]], None] | None = None
+    stopping: Callable[[], None] | None = None
+
+    def stop(self) -> None:
+        if self.stopping is not None:
+            self.stopping()
+            self.stopping = None
+
+
+# How often the summary is looked at for ``Watchers.progress``.
+PROGRESS_INTERVAL = 1.0
+
+
+async def serve(config: Config, ready: Ready, watchers: Watchers | None = None) -> None:
     """Mount and serve until unmounted or signalled. Calls ``ready(note)`` once mounted
     (``note``: one line for the user, e.g. that the mount started offline, or None).
 
@@ -147,7 +168,7 @@ async def serve(config: Config, ready: Ready) -> None:
     config.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(config.cache_dir, 0o700)
     with _lock_cache_dir(config.cache_dir):
-        await _serve(config, ready)
+        await _serve(config, ready, watchers or Watchers())
 
 
 # glibc's mallopt parameters (malloc.h).
@@ -214,7 +235,7 @@ async def _first_listing(client: BimplusClient, config: Config) -> tuple[list[Te
         )
 
 
-async def _serve(config: Config, ready: Ready) -> None:
+async def _serve(config: Config, ready: Ready, watchers: Watchers) -> None:
     try:
         auth = load_token_source(
             token_file=config.token_file,
@@ -249,11 +270,14 @@ async def _serve(config: Config, ready: Ready) -> None:
                 if offline is not None:
                     fs.start_offline(offline)
                 nursery.start_soon(ops.run_invalidator)
-                nursery.start_soon(_watch_signals, fs, config, stop)
+                nursery.start_soon(_watch_signals, fs, config, stop, watchers)
                 ready(offline)
                 log.info("mounted %s at %s", config.api_url, config.mountpoint)
                 nursery.start_soon(_raise_readahead, config.mountpoint)
+                if watchers.progress is not None:
+                    nursery.start_soon(_report_progress, fs, watchers.progress)
                 await pyfuse3.main()
+                watchers.stop()
                 # Unmounted by fusermount3 -u: send what is pending, bounded. After a signal the
                 # drain already ran (bounded) before the unmount.
                 if not stop.terminated and not await fs.drain(config.drain_timeout):
@@ -291,12 +315,30 @@ class _Stop:
     terminated = False
 
 
-async def _watch_signals(fs: Filesystem, config: Config, stop: _Stop) -> None:
+async def _report_progress(fs: Filesystem, progress: Callable[[dict[str, Any]], None]) -> None:
+    """Hand the summary to ``progress`` now and whenever the saves not on the server change."""
+    last: tuple[Any, ...] | None = None
+    while True:
+        try:
+            status = fs.status()
+            counts = status.get("counts", {})
+            now = (status.get("pending"), counts.get("bytes"), counts.get("failed"))
+            if now != last:
+                progress(status)
+                last = now
+        except Exception:  # reporting must never take the mount down
+            log.warning("progress reports stopped", exc_info=True)
+            return
+        await trio.sleep(PROGRESS_INTERVAL)
+
+
+async def _watch_signals(fs: Filesystem, config: Config, stop: _Stop, watchers: Watchers) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info(
                 "received %s: sending pending uploads, then unmounting", signal.Signals(signum).name
             )
+            watchers.stop()
             await fs.drain(config.drain_timeout)
             stop.terminated = True
             pyfuse3.terminate()

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from bimfs import cli
+from bimfs.cli import status as cli
 from tests.cli.helpers import (
     CREATE,
     SLUG,
