@@ -23,7 +23,9 @@ from typing import Any
 from bimfs.cli.settings import OPTIONS, SECRET_KEYS, Invalid, key_name
 from bimfs.config import ConfigError
 
-COMMANDS = frozenset({"mount", "unmount", "status", "demo", "login", "systemd-unit"})
+COMMANDS = frozenset(
+    {"mount", "unmount", "status", "demo", "login", "systemd-unit", "pin", "unpin"}
+)
 
 # Meaningful to mount(8), mount.fuse3 or systemd only.
 IGNORED = frozenset(

@@ -124,3 +124,16 @@ touch {mountpoint}/{SLUG}/x 2>/dev/null && echo writable || echo read-only
     assert "Office Building" in listed
     assert listed[-1] == "read-only"
     assert not os.path.ismount(mountpoint)
+
+
+def test_every_command_is_told_apart_from_the_mount_helper_form() -> None:
+    """``bimfs SOURCE MOUNTPOINT`` is read as a mount unless the first word is a command."""
+    import argparse
+
+    from bimfs.cli.fstab import COMMANDS, helper_argv
+    from bimfs.cli.parser import build_parser
+
+    [sub] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(sub.choices) == COMMANDS
+    for command in sub.choices:
+        assert helper_argv([command, "x"]) == [command, "x"]
