@@ -1,0 +1,732 @@
+"""An in-memory Bimplus account that behaves like ``BimplusClient`` against the emulator.
+
+``FakeServer`` holds the state (teams, projects, documents with their versions, folders,
+users); ``FakeRemote`` is one user's view of it and implements ``bimfs.vfs.remote.Remote``:
+the same model objects, the same errors (``NotFoundError``, ``ConflictError`` for the only
+version or a folder not empty, ``ForbiddenError`` for missing rights, ``BadRequestError``),
+versions numbered from 1 and never reused, ``creator``/``changedBy`` set to the acting user,
+interrupted uploads settled through the server's lists exactly as the client does (with
+``bimfs.api.settle``). Its conformance with the client is checked by
+``tests/support/test_fake_conformance.py``.
+
+Controls for tests, on a ``FakeRemote``::
+
+    remote.colleague                 another user of the same account (Tom), its own controls
+    remote.fail_next("create_version", ServerError(503), times=2)
+    remote.lose_answer("create_attachment")          stored, then UploadOutcomeUnknownError
+    remote.lose_answer("create_version", settle=True)  stored, answer lost, settled as the
+                                                       client does (the call returns it)
+    remote.offline = True            every call raises TransportError (connection refused)
+    remote.calls["list_attachments"] how often each method was called
+    remote.hold("create_version")    calls wait in the method until ``release_held()``
+
+Server-side helpers (synchronous, no controls, for setting up and checking): ``upload``,
+``new_version``, ``content``, ``docs``, ``versions`` on ``FakeServer``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from bimfs.api import settle
+from bimfs.api.errors import (
+    ApiError,
+    BadRequestError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    StatusError,
+    TransportError,
+    UploadOutcomeUnknownError,
+)
+from bimfs.api.models import Attachment, FolderNode, Project, Rights, Team, User
+from bimfs.api.multipart import GrowingSource
+from bimfs.vfs.remote import Remote
+
+__all__ = ["DEMO", "TOM", "FakeRemote", "FakeServer", "FakeUser"]
+
+CHUNK = 64 * 1024
+SLUG = "bimfs-demo"
+
+
+@dataclass(frozen=True)
+class FakeUser:
+    id: str
+    email: str
+    name: str
+
+    @property
+    def user(self) -> User:
+        return User(id=self.id, email=self.email, display_name=self.name)
+
+
+DEMO = FakeUser("5b0c3f1e-6f0a-4c36-9d1e-0d3c2a7e9b01", "demo@bimfs.test", "Demo User")
+TOM = FakeUser("a41f2c6d-9b7e-4e55-8c13-6d2e0f3b8c03", "tom.keller@acme.test", "Tom Keller")
+
+
+def _now() -> float:
+    """The server's clock, to the millisecond the emulator's answers carry."""
+    return int(time.time() * 1000) / 1000
+
+
+@dataclass
+class _Version:
+    number: int
+    data: bytes
+    type: str
+    changed: float
+    changed_by: FakeUser
+    hash: str
+
+
+@dataclass
+class _Doc:
+    id: str
+    project_id: str
+    file_name: str
+    name: str
+    created_at: float
+    creator: FakeUser
+    folder_id: str | None
+    classification: str = ""
+    tag: str = ""
+    versions: list[_Version] = field(default_factory=list)
+    next_version: int = 1
+    rights: Rights = field(default_factory=Rights)
+    release: bool = False
+    shared_date: float | None = None
+    attachment_type: str = "Document"
+
+
+@dataclass
+class _Folder:
+    id: str
+    project_id: str
+    parent_id: str | None
+    name: str
+
+
+@dataclass
+class _Project:
+    id: str
+    slug: str
+    name: str
+    created: float
+    changed: float
+    has_write_access: bool = True
+
+
+class FakeServer:
+    """The account's data, shared by every ``FakeRemote`` made from it."""
+
+    def __init__(self, slug: str = SLUG) -> None:
+        self.slug = slug
+        self.team_id = "t-" + slug
+        self.projects: dict[str, _Project] = {}
+        self.docs_by_id: dict[str, _Doc] = {}  # insertion order is creation order
+        self.folders: dict[str, _Folder] = {}
+        self._ids = itertools.count(1)
+
+    def new_id(self, kind: str) -> str:
+        return f"{kind}{next(self._ids):06d}-0000-4000-8000-000000000000"
+
+    # ---- set-up and checks (synchronous, as the acting user given) --------------------------
+
+    def add_project(self, name: str, *, has_write_access: bool = True) -> Project:
+        now = _now()
+        proj = _Project(self.new_id("p"), self.slug, name, now, now, has_write_access)
+        self.projects[proj.id] = proj
+        return self.project_model(proj)
+
+    def upload(
+        self,
+        pid: str,
+        file_name: str,
+        data: bytes,
+        *,
+        user: FakeUser = DEMO,
+        folder_id: str | None = None,
+        content_type: str = "application/octet-stream",
+    ) -> Attachment:
+        return self.create(pid, file_name, data, user, content_type, folder_id)
+
+    def new_version(
+        self,
+        aid: str,
+        data: bytes,
+        *,
+        user: FakeUser = DEMO,
+        file_name: str | None = None,
+        content_type: str | None = None,
+    ) -> Attachment:
+        doc = self.doc(aid)
+        return self.add_version(doc, data, user, file_name or doc.file_name, content_type)
+
+    def content(self, aid: str, version: int | None = None) -> bytes:
+        return self.version_of(self.doc(aid), version).data
+
+    def docs(self, pid: str) -> dict[str, Attachment]:
+        """The project's documents by name (names are unique in what tests check)."""
+        return {d.file_name: self.model(d) for d in self.docs_by_id.values() if d.project_id == pid}
+
+    def versions(self, aid: str) -> list[Attachment]:
+        doc = self.doc(aid)
+        return [self.model(doc, v) for v in doc.versions]
+
+    def set_rights(self, aid: str, **rights: bool) -> None:
+        doc = self.doc(aid)
+        doc.rights = replace(doc.rights, **rights)
+
+    def set_write_access(self, pid: str, allowed: bool) -> None:
+        self.project(pid).has_write_access = allowed
+
+    # ---- the state ---------------------------------------------------------------------------
+
+    def team(self, slug: str) -> None:
+        if slug != self.slug:
+            raise NotFoundError(404, f"no team {slug}")
+
+    def project(self, pid: str) -> _Project:
+        try:
+            return self.projects[pid]
+        except KeyError:
+            raise NotFoundError(404, f"no project {pid}") from None
+
+    def doc(self, aid: str) -> _Doc:
+        try:
+            return self.docs_by_id[aid]
+        except KeyError:
+            raise NotFoundError(404, f"no attachment {aid}") from None
+
+    def version_of(self, doc: _Doc, number: int | None) -> _Version:
+        if number is None:
+            return doc.versions[-1]
+        for v in doc.versions:
+            if v.number == number:
+                return v
+        raise NotFoundError(404, f"no version {number} of {doc.id}")
+
+    def touch(self, pid: str, when: float) -> None:
+        self.project(pid).changed = when
+
+    def need_write(self, pid: str) -> None:
+        if not self.project(pid).has_write_access:
+            raise ForbiddenError(403, "no write access to this project")
+
+    @staticmethod
+    def need(doc: _Doc, right: str) -> None:
+        if not getattr(doc.rights, right):
+            raise ForbiddenError(403, f"the {right} right on this document is missing")
+
+    def _version(self, doc: _Doc, data: bytes, user: FakeUser, ctype: str, when: float) -> None:
+        digest = hashlib.sha1(f"{doc.id}/{doc.next_version}/{when}".encode()).hexdigest()
+        doc.versions.append(_Version(doc.next_version, data, ctype, when, user, digest))
+        doc.next_version += 1
+
+    def create(
+        self,
+        pid: str,
+        file_name: str,
+        data: bytes,
+        user: FakeUser,
+        content_type: str,
+        folder_id: str | None,
+        classification: str | None = None,
+        tag: str | None = None,
+    ) -> Attachment:
+        self.need_write(pid)
+        if folder_id is not None:
+            folder = self.folders.get(folder_id)
+            if folder is None or folder.project_id != pid:
+                raise NotFoundError(404, "no such document folder in this project")
+        when = _now()
+        doc = _Doc(self.new_id("a"), pid, file_name, file_name, when, user, folder_id,
+                   classification or "", tag or "")  # fmt: skip
+        self._version(doc, data, user, content_type, when)
+        self.docs_by_id[doc.id] = doc
+        self.touch(pid, when)
+        return self.model(doc)
+
+    def add_version(
+        self,
+        doc: _Doc,
+        data: bytes,
+        user: FakeUser,
+        file_name: str,
+        content_type: str | None,
+        classification: str | None = None,
+        tag: str | None = None,
+    ) -> Attachment:
+        self.need_write(doc.project_id)
+        self.need(doc, "update")
+        when = _now()
+        self._version(doc, data, user, content_type or "application/octet-stream", when)
+        doc.file_name = doc.name = file_name
+        if classification is not None:
+            doc.classification = classification
+        if tag is not None:
+            doc.tag = tag
+        self.touch(doc.project_id, when)
+        return self.model(doc)
+
+    def model(self, doc: _Doc, version: _Version | None = None) -> Attachment:
+        """A document (its newest version, or ``version``) as the client parses it."""
+        ver = version or doc.versions[-1]
+        writable = self.project(doc.project_id).has_write_access
+        rights = Rights(
+            update=doc.rights.update and writable,
+            share=doc.rights.share,
+            delete=doc.rights.delete and writable,
+            download=doc.rights.download,
+        )
+        return Attachment(
+            id=doc.id, file_name=doc.file_name, name=doc.name, type=ver.type,
+            size=len(ver.data), created_at=doc.created_at, changed=ver.changed,
+            creator=doc.creator.user, changed_by=ver.changed_by.user,
+            attachment_type=doc.attachment_type, hash=ver.hash,
+            classification=doc.classification, tag=doc.tag, version=ver.number, rights=rights,
+            release=doc.release, related_id=doc.project_id, shared_date=doc.shared_date,
+        )  # fmt: skip
+
+    def project_model(self, proj: _Project) -> Project:
+        docs = [d for d in self.docs_by_id.values() if d.project_id == proj.id]
+        return Project(
+            id=proj.id, name=proj.name, team_slug=proj.slug,
+            has_write_access=proj.has_write_access, created=proj.created, changed=proj.changed,
+            size=sum(len(v.data) for d in docs for v in d.versions), attachment_count=len(docs),
+        )  # fmt: skip
+
+    def folder_nodes(self, pid: str) -> list[FolderNode]:
+        def node(folder: _Folder) -> FolderNode:
+            subs = [node(f) for f in self.folders.values() if f.parent_id == folder.id]
+            docs = [
+                FolderNode(d.id, d.file_name, "Attachment", folder.id)
+                for d in self.docs_by_id.values()
+                if d.folder_id == folder.id
+            ]
+            return FolderNode(folder.id, folder.name, "DocumentFolder", folder.parent_id,
+                              tuple(subs + docs))  # fmt: skip
+
+        return [
+            node(f)
+            for f in self.folders.values()
+            if f.project_id == pid and (f.parent_id is None or f.parent_id not in self.folders)
+        ]
+
+
+@dataclass
+class _Download:
+    """What ``open_download`` yields: the shape of ``bimfs.api.download.Download``."""
+
+    data: bytes
+    start: int
+    length: int | None
+    total_size: int | None
+    range_supported: bool = True
+    call: str = "GET download"
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        for pos in range(0, len(self.data), CHUNK):
+            await trio.lowlevel.checkpoint()
+            yield self.data[pos : pos + CHUNK]
+
+
+class FakeRemote:
+    """One user's client of a ``FakeServer`` (a new server when none is given)."""
+
+    def __init__(self, server: FakeServer | None = None, user: FakeUser = DEMO) -> None:
+        self.server = server or FakeServer()
+        self.user = user
+        self.calls: Counter[str] = Counter()
+        self.offline = False
+        self._failures: dict[str, list[BaseException]] = {}
+        self._lost: dict[str, list[bool]] = {}
+        self._held: set[str] = set()
+        self._release = trio.Event()
+        self._colleague: FakeRemote | None = None
+
+    # ---- controls ----------------------------------------------------------------------------
+
+    @property
+    def colleague(self) -> FakeRemote:
+        """Tom, another user of the same account, working on the same server."""
+        if self._colleague is None:
+            self._colleague = FakeRemote(self.server, TOM)
+        return self._colleague
+
+    def fail_next(self, method: str, error: BaseException, times: int = 1) -> None:
+        """The next ``times`` calls of ``method`` raise ``error`` before doing anything."""
+        self._failures.setdefault(method, []).extend([error] * times)
+
+    def lose_answer(self, method: str, *, times: int = 1, settle: bool = False) -> None:
+        """The next ``times`` uploads by ``method`` are stored, and then the connection breaks.
+        ``settle``: the client finds the upload in the server's lists and returns it (what
+        ``BimplusClient`` does); otherwise the lookup fails too: ``UploadOutcomeUnknownError``."""
+        self._lost.setdefault(method, []).extend([settle] * times)
+
+    def hold(self, method: str) -> None:
+        """Calls of ``method`` wait (before doing anything) until ``release_held``."""
+        self._held.add(method)
+
+    def release_held(self) -> None:
+        self._held.clear()
+        self._release.set()
+        self._release = trio.Event()
+
+    def reset_calls(self) -> None:
+        self.calls.clear()
+
+    async def _enter(self, method: str) -> None:
+        self.calls[method] += 1
+        await trio.lowlevel.checkpoint()
+        while method in self._held:
+            await self._release.wait()
+        if self.offline:
+            raise TransportError("connection refused (the server is unreachable)", call=method)
+        pending = self._failures.get(method)
+        if pending:
+            raise pending.pop(0)
+
+    def _answer_lost(self, method: str) -> bool | None:
+        """Whether this upload's answer is lost (and then: whether settling finds it)."""
+        pending = self._lost.get(method)
+        return pending.pop(0) if pending else None
+
+    async def _settled(self, method: str, lost: bool, find: Callable[[], Any]) -> Attachment:
+        if not lost:
+            raise UploadOutcomeUnknownError(
+                "the connection broke after the upload was sent; the server's lists could not"
+                " be read to settle it",
+                call=method,
+            )
+        found: Attachment | None = await find()
+        if found is None:  # pragma: no cover - the upload was stored: settling finds it
+            raise AssertionError("a stored upload was not found by settling")
+        return found
+
+    # ---- Remote ------------------------------------------------------------------------------
+
+    async def check_token(self) -> dict[str, Any]:
+        await self._enter("check_token")
+        return {"user_id": self.user.email, "audience": "bimfs-fake", "expires_in": 3600}
+
+    async def me(self) -> frozenset[str]:
+        try:
+            info = await self.check_token()
+        except ApiError:
+            return frozenset()
+        return frozenset({str(info["user_id"]).lower()})
+
+    async def get_teams(self) -> list[Team]:
+        await self._enter("get_teams")
+        srv = self.server
+        used = sum(len(v.data) for d in srv.docs_by_id.values() for v in d.versions)
+        return [Team(srv.team_id, srv.slug, srv.slug, None, used, "Active")]
+
+    async def get_projects(self, slug: str) -> list[Project]:
+        await self._enter("get_projects")
+        self.server.team(slug)
+        return [self.server.project_model(p) for p in self.server.projects.values()]
+
+    async def list_attachments(
+        self,
+        slug: str,
+        pid: str,
+        *,
+        project_only: bool = True,
+        attachment_type: str | None = None,
+    ) -> list[Attachment]:
+        await self._enter("list_attachments")
+        srv = self.server
+        srv.team(slug)
+        srv.project(pid)
+        return [
+            srv.model(d)
+            for d in srv.docs_by_id.values()
+            if d.project_id == pid
+            and (not attachment_type or d.attachment_type.lower() == attachment_type.lower())
+        ]
+
+    async def get_folders(self, slug: str, pid: str) -> list[FolderNode]:
+        await self._enter("get_folders")
+        self.server.team(slug)
+        self.server.project(pid)
+        return self.server.folder_nodes(pid)
+
+    async def get_attachment(self, slug: str, aid: str) -> Attachment:
+        await self._enter("get_attachment")
+        self.server.team(slug)
+        return self.server.model(self.server.doc(aid))
+
+    async def list_versions(self, slug: str, aid: str) -> list[Attachment]:
+        await self._enter("list_versions")
+        self.server.team(slug)
+        return self.server.versions(aid)
+
+    def open_download(
+        self,
+        slug: str,
+        aid: str,
+        *,
+        version: int | None = None,
+        start: int = 0,
+        end: int | None = None,
+    ) -> AbstractAsyncContextManager[_Download]:
+        if start < 0 or (end is not None and end <= start):
+            raise ValueError(f"bad byte range [{start}, {end})")
+        return self._open_download(slug, aid, version, start, end)
+
+    @asynccontextmanager
+    async def _open_download(
+        self, slug: str, aid: str, version: int | None, start: int, end: int | None
+    ) -> AsyncIterator[_Download]:
+        await self._enter("open_download")
+        self.server.team(slug)
+        doc = self.server.doc(aid)
+        ver = self.server.version_of(doc, version)
+        self.server.need(doc, "download")
+        data = ver.data
+        size = len(data)
+        if start == 0 and end is None:
+            yield _Download(data, 0, size, size)
+            return
+        if start >= size:
+            raise StatusError(416, "range not satisfiable", call="GET download")
+        stop = size if end is None else min(end, size)
+        yield _Download(data[start:stop], start, stop - start, size)
+
+    async def create_attachment(
+        self,
+        slug: str,
+        pid: str,
+        source: Path,
+        *,
+        file_name: str,
+        content_type: str,
+        classification: str | None = None,
+        tag: str | None = None,
+        folder_id: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Attachment:
+        size = await trio.to_thread.run_sync(lambda: source.stat().st_size)
+        started = time.time()
+        await self._enter("create_attachment")
+        self.server.team(slug)
+        self.server.project(pid)
+        data = await trio.to_thread.run_sync(source.read_bytes)
+        if progress is not None:
+            progress(len(data))
+        att = self.server.create(
+            pid, file_name, data, self.user, content_type, folder_id, classification, tag
+        )
+        lost = self._answer_lost("create_attachment")
+        if lost is None:
+            return att
+
+        async def find() -> Attachment | None:
+            since = settle.settle_since(started, 0.0)
+            return await settle.created_since(
+                self, slug, pid, folder_id, file_name, size, since, await self.me()
+            )
+
+        return await self._settled("create_attachment", lost, find)
+
+    async def create_version(
+        self,
+        slug: str,
+        aid: str,
+        source: Path,
+        *,
+        file_name: str,
+        content_type: str,
+        classification: str | None = None,
+        tag: str | None = None,
+        progress: Callable[[int], None] | None = None,
+        known_version: int | None = None,
+    ) -> Attachment:
+        size = await trio.to_thread.run_sync(lambda: source.stat().st_size)
+        baseline = await settle.newest_version(self, slug, aid, known_version)
+        await self._enter("create_version")
+        self.server.team(slug)
+        doc = self.server.doc(aid)
+        data = await trio.to_thread.run_sync(source.read_bytes)
+        if progress is not None:
+            progress(len(data))
+        att = self.server.add_version(
+            doc, data, self.user, file_name, content_type, classification, tag
+        )
+        lost = self._answer_lost("create_version")
+        if lost is None:
+            return att
+
+        async def find() -> Attachment | None:
+            return await settle.version_since(self, slug, aid, baseline, size, await self.me())
+
+        return await self._settled("create_version", lost, find)
+
+    async def stream_upload(
+        self,
+        slug: str,
+        source: GrowingSource,
+        *,
+        file_name: str,
+        content_type: str,
+        pid: str | None = None,
+        folder_id: str | None = None,
+        aid: str | None = None,
+        known_version: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Attachment:
+        started = time.time()
+        baseline = await settle.newest_version(self, slug, aid, known_version) if aid else 0
+        await self._enter("stream_upload")
+        self.server.team(slug)
+        if aid is not None:
+            self.server.doc(aid)
+        else:
+            assert pid is not None
+            self.server.project(pid)
+        sent = 0
+        while source.final is None or sent < source.final:
+            await source.wait_beyond(sent)
+            sent = source.size
+            if progress is not None:
+                progress(sent)
+        final = source.final
+        data = await trio.to_thread.run_sync(lambda: source.path.read_bytes()[:final])
+        if aid is not None:
+            att = self.server.add_version(
+                self.server.doc(aid), data, self.user, file_name, content_type
+            )
+        else:
+            assert pid is not None
+            att = self.server.create(pid, file_name, data, self.user, content_type, folder_id)
+        lost = self._answer_lost("stream_upload")
+        if lost is None:
+            return att
+
+        async def find() -> Attachment | None:
+            me = await self.me()
+            if aid is not None:
+                return await settle.version_since(self, slug, aid, baseline, final, me)
+            assert pid is not None
+            since = settle.settle_since(started, 0.0)
+            return await settle.created_since(
+                self, slug, pid, folder_id, file_name, final, since, me
+            )
+
+        return await self._settled("stream_upload", lost, find)
+
+    async def update_attachment(
+        self,
+        slug: str,
+        aid: str,
+        *,
+        file_name: str | None = None,
+        content_type: str | None = None,
+        classification: str | None = None,
+        tag: str | None = None,
+    ) -> Attachment:
+        await self._enter("update_attachment")
+        self.server.team(slug)
+        doc = self.server.doc(aid)
+        self.server.need_write(doc.project_id)
+        self.server.need(doc, "update")
+        if file_name is not None and not file_name:
+            raise BadRequestError(400, "fileName must not be empty")
+        if content_type is not None and not content_type:
+            raise BadRequestError(400, "type must not be empty")
+        when = _now()
+        if file_name is not None:
+            doc.file_name = file_name
+        if classification is not None:
+            doc.classification = classification
+        if tag is not None:
+            doc.tag = tag
+        latest = doc.versions[-1]
+        if content_type is not None:
+            latest.type = content_type
+        latest.changed, latest.changed_by = when, self.user
+        self.server.touch(doc.project_id, when)
+        return self.server.model(doc)
+
+    async def release(self, slug: str, aid: str) -> Attachment:
+        await self._enter("release")
+        self.server.team(slug)
+        doc = self.server.doc(aid)
+        self.server.need(doc, "share")
+        doc.release, doc.shared_date = True, _now()
+        return self.server.model(doc)
+
+    async def delete_attachment(self, slug: str, aid: str) -> None:
+        await self._enter("delete_attachment")
+        self.server.team(slug)
+        doc = self.server.doc(aid)
+        self.server.need_write(doc.project_id)
+        self.server.need(doc, "delete")
+        del self.server.docs_by_id[aid]
+        self.server.touch(doc.project_id, _now())
+
+    async def delete_version(self, slug: str, aid: str, version: int) -> None:
+        await self._enter("delete_version")
+        self.server.team(slug)
+        doc = self.server.doc(aid)
+        target = self.server.version_of(doc, version)
+        self.server.need_write(doc.project_id)
+        self.server.need(doc, "delete")
+        if len(doc.versions) <= 1:
+            raise ConflictError(409, "cannot delete the only version of a document")
+        doc.versions.remove(target)
+        self.server.touch(doc.project_id, _now())
+
+    async def create_folder(
+        self, slug: str, pid: str, name: str, parent_id: str | None
+    ) -> FolderNode:
+        await self._enter("create_folder")
+        srv = self.server
+        srv.team(slug)
+        srv.project(pid)
+        srv.need_write(pid)
+        if not name.strip():
+            raise BadRequestError(400, "name is mandatory")
+        if parent_id is not None:
+            parent = srv.folders.get(parent_id)
+            if parent is None or parent.project_id != pid:
+                raise NotFoundError(404, "no such parent folder in this project")
+        if any(
+            f.project_id == pid and f.parent_id == parent_id and f.name == name
+            for f in srv.folders.values()
+        ):
+            raise ConflictError(409, "a folder of that name exists in the parent")
+        folder = _Folder(srv.new_id("f"), pid, parent_id, name)
+        srv.folders[folder.id] = folder
+        return FolderNode(folder.id, name, "DocumentFolder", parent_id)
+
+    async def delete_folder(self, slug: str, folder_id: str) -> None:
+        await self._enter("delete_folder")
+        srv = self.server
+        srv.team(slug)
+        folder = srv.folders.get(folder_id)
+        if folder is None:
+            raise NotFoundError(404, f"no folder {folder_id}")
+        srv.need_write(folder.project_id)
+        if any(f.parent_id == folder_id for f in srv.folders.values()) or any(
+            d.folder_id == folder_id for d in srv.docs_by_id.values()
+        ):
+            raise ConflictError(409, "the folder is not empty")
+        del srv.folders[folder_id]
+
+
+def as_remote(remote: FakeRemote) -> Remote:
+    """``remote`` typed as the Protocol (mypy checks that it fits)."""
+    return remote
