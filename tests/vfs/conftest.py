@@ -19,6 +19,7 @@ from bimfs.config import Config
 from bimfs.vfs.filesystem import Filesystem
 from bimfs.vfs.tree import ROOT_INO
 from tests.support.emulator import Emulator
+from tests.vfs.fake import fake  # noqa: F401  (the FakeRemote harness fixture)
 
 SLUG = "bimfs-demo"
 ROOT = ROOT_INO

@@ -1,0 +1,175 @@
+"""``bimfs.vfs.renames`` on ``FakeRemote``: how editors save, renames of documents and folders.
+
+Each test follows a program's system calls and checks the server: one version per save,
+temp names never uploaded, history kept.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from bimfs.vfs.errors import FsError
+from tests.vfs.fake import FakeHarness
+
+
+async def test_temp_written_and_renamed_over_the_target(fake: FakeHarness) -> None:
+    """`sed -i`, rsync, `os.replace`: a temp file renamed over the document is its next
+    version; the temp name never reaches the server."""
+    doc = fake.server.upload(fake.pid, "plan.txt", b"one\n")
+    await fake.names()
+    await fake.write_file(".plan.txt.XyZ123", b"two\n")
+    await fake.rename(".plan.txt.XyZ123", "plan.txt")
+    await fake.sync()
+    assert list(fake.docs()) == ["plan.txt"]
+    assert fake.docs()["plan.txt"].id == doc.id
+    assert fake.versions("plan.txt") == [1, 2]
+    assert fake.content("plan.txt") == b"two\n"
+    assert await fake.read("plan.txt") == b"two\n"
+    assert fake.remote.calls["create_attachment"] == 0
+
+
+async def test_gio_renames_the_temp_while_it_is_open(fake: FakeHarness) -> None:
+    fake.server.upload(fake.pid, "README", b"old\n")
+    pino = await fake.dir_ino("")
+    await fake.fs.lookup(pino, "README")
+    fh, _ = await fake.fs.create(pino, ".goutputstream-ABC123", os.O_WRONLY | os.O_CREAT)
+    await fake.fs.write(fh, 0, b"new\n")
+    await fake.fs.fsync(fh)
+    await fake.fs.rename(pino, ".goutputstream-ABC123", pino, "README", 0)
+    await fake.fs.write(fh, 4, b"more\n")  # still written through the open descriptor
+    await fake.fs.flush(fh)
+    await fake.fs.release(fh)
+    await fake.sync()
+    assert list(fake.docs()) == ["README"]
+    assert fake.content("README") == b"new\nmore\n"
+    assert fake.versions("README") == [1, 2]
+
+
+async def test_libreoffice_store(fake: FakeHarness) -> None:
+    """Lock file, `luXXXX.tmp` created empty and closed, reopened, written, renamed over the
+    document: one version; neither the lock nor the temp file on the server."""
+    fake.server.upload(fake.pid, "report.odt", b"v1")
+    await fake.names()
+    await fake.write_file(".~lock.report.odt#", b"lock")
+    await fake.write_file("lu12345abcd.tmp", b"")
+    pino = await fake.dir_ino("")
+    fh, _ = await fake.fs.open(await fake.dir_ino("lu12345abcd.tmp"), os.O_RDWR)
+    await fake.fs.write(fh, 0, b"stored by LibreOffice")
+    await fake.fs.flush(fh)
+    await fake.fs.release(fh)
+    await fake.rename("lu12345abcd.tmp", "report.odt")
+    await fake.fs.unlink(pino, ".~lock.report.odt#")
+    await fake.sync()
+    assert list(fake.docs()) == ["report.odt"]
+    assert fake.versions("report.odt") == [1, 2]
+    assert fake.content("report.odt") == b"stored by LibreOffice"
+    assert await fake.names() == ["report.odt"]
+
+
+async def test_vim_backup_pattern_keeps_the_history(fake: FakeHarness) -> None:
+    """vim `backupcopy=no`: `mv doc doc~`, write a new `doc`, `rm doc~`: the new file is the
+    document's next version, the backup never leaves the machine."""
+    doc = fake.server.upload(fake.pid, "notes.md", b"first\n")
+    await fake.names()
+    await fake.rename("notes.md", "notes.md~")
+    await fake.write_file("notes.md", b"first\nsecond\n")
+    await fake.unlink("notes.md~")
+    await fake.sync()
+    docs = fake.docs()
+    assert list(docs) == ["notes.md"] and docs["notes.md"].id == doc.id
+    assert fake.versions("notes.md") == [1, 2]
+    assert fake.content("notes.md") == b"first\nsecond\n"
+
+
+async def test_mv_to_a_backup_and_rm_deletes_the_document(fake: FakeHarness) -> None:
+    fake.server.upload(fake.pid, "old.txt", b"x")
+    await fake.names()
+    await fake.rename("old.txt", "old.txt~")
+    await fake.unlink("old.txt~")
+    await fake.sync()
+    assert fake.docs() == {}
+
+
+async def test_rename_is_a_rename_on_the_server(fake: FakeHarness) -> None:
+    doc = fake.server.upload(fake.pid, "a.txt", b"content")
+    await fake.names()
+    await fake.rename("a.txt", "b.txt")
+    await fake.sync()
+    docs = fake.docs()
+    assert list(docs) == ["b.txt"] and docs["b.txt"].id == doc.id
+    assert fake.versions("b.txt") == [1]
+    assert fake.remote.calls["update_attachment"] == 1
+    assert await fake.read("b.txt") == b"content"
+    assert not await fake.exists("a.txt")
+
+
+async def test_rename_onto_an_existing_document_keeps_its_history(fake: FakeHarness) -> None:
+    target = fake.server.upload(fake.pid, "target.txt", b"t1")
+    fake.server.new_version(target.id, b"t2")
+    fake.server.upload(fake.pid, "source.txt", b"from source")
+    await fake.names()
+    await fake.rename("source.txt", "target.txt")
+    await fake.sync()
+    docs = fake.docs()
+    assert list(docs) == ["target.txt"] and docs["target.txt"].id == target.id
+    assert fake.versions("target.txt") == [1, 2, 3]
+    assert fake.content("target.txt") == b"from source"
+    assert await fake.names() == ["target.txt"]
+
+
+async def test_new_file_renamed_before_its_upload(fake: FakeHarness) -> None:
+    await fake.names()
+    await fake.write_file("draft.txt", b"text")
+    await fake.rename("draft.txt", "final.txt")
+    await fake.sync()
+    assert list(fake.docs()) == ["final.txt"]
+    assert fake.remote.calls["create_attachment"] == 1
+
+
+async def test_new_file_renamed_while_its_upload_runs(fake: FakeHarness) -> None:
+    """The document made by the upload takes the name the file has when it ends."""
+    await fake.names()
+    fake.remote.hold("create_attachment")
+    await fake.write_file("draft.txt", b"text")
+    while fake.remote.calls["create_attachment"] == 0:
+        await fake.fs.drain(0.01)
+    await fake.rename("draft.txt", "final.txt")
+    fake.remote.release_held()
+    await fake.sync()
+    assert list(fake.docs()) == ["final.txt"]
+    assert fake.content("final.txt") == b"text"
+
+
+async def test_rename_of_a_folder_is_refused_as_a_move(fake: FakeHarness) -> None:
+    """Bimplus has no folder rename: `mv` gets EXDEV and copies (tests/mount covers that)."""
+    await fake.mkdir("Plans")
+    await fake.write_file("Plans/a.txt", b"a")
+    await fake.sync()
+    with pytest.raises(FsError) as err:
+        await fake.rename("Plans", "Drawings")
+    assert err.value.errno == errno.EXDEV
+    assert [f.name for f in fake.server.folder_nodes(fake.pid)] == ["Plans"]
+
+
+async def test_move_between_folders_is_exdev(fake: FakeHarness) -> None:
+    await fake.mkdir("A")
+    await fake.mkdir("B")
+    await fake.write_file("A/x.txt", b"x")
+    await fake.sync()
+    with pytest.raises(FsError) as err:
+        await fake.rename("A/x.txt", "B/x.txt")
+    assert err.value.errno == errno.EXDEV
+
+
+async def test_rename_in_a_folder(fake: FakeHarness) -> None:
+    await fake.mkdir("A")
+    await fake.write_file("A/x.txt", b"x")
+    await fake.sync()
+    await fake.rename("A/x.txt", "A/y.txt")
+    await fake.sync()
+    assert await fake.names("A") == ["y.txt"]
+    folder = fake.server.folder_nodes(fake.pid)[0]
+    assert [c.name for c in folder.children] == ["y.txt"]
