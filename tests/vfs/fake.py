@@ -95,7 +95,7 @@ class FakeHarness:
 
     async def truncate(self, path: str, size: int) -> None:
         ino = await self.dir_ino(path)
-        await self.fs.setattr(ino, size=size)
+        await self.fs.setattr(ino, size, None)
 
     async def read(self, path: str) -> bytes:
         ino = await self.dir_ino(path)
