@@ -367,6 +367,8 @@ class Listings:
             if listing.doc_folder.get(a.id) == here and a.id not in d.hidden
         ]
         for orphan in self.orphans.pop((slug, pid, here or ""), []):
+            if orphan.doc is not None or orphan.removed:
+                continue  # uploaded (or gone) before this first listing: shown as its document
             orphan.parent = d
             d.overlay.setdefault(orphan.name, orphan)
         reserved = [VERSIONS_DIR, *d.overlay.keys()]

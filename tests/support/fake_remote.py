@@ -383,6 +383,11 @@ class FakeRemote:
         self._release.set()
         self._release = trio.Event()
 
+    def clear_faults(self) -> None:
+        """Forget the failures and lost answers not used up yet."""
+        self._failures.clear()
+        self._lost.clear()
+
     def reset_calls(self) -> None:
         self.calls.clear()
 

@@ -68,6 +68,19 @@ async def test_a_closed_save_survives_a_crash(tmp_path: Path) -> None:
     assert remote.calls["create_attachment"] == 1
 
 
+async def test_a_new_file_sent_before_its_folder_is_listed_again(tmp_path: Path) -> None:
+    """After a crash, a pending new file is sent at once by the next mount, before anybody
+    lists its folder: it is shown once, as the document it became."""
+    remote = FakeRemote()
+    async with open_fake(tmp_path, remote, write_back_delay=3600) as fake:
+        await fake.write_file("a.txt", b"kept")
+    async with open_fake(tmp_path, remote, write_back_delay=3600) as again:
+        await again.sync()
+        assert list(again.docs()) == ["a.txt"]
+        assert await again.names() == ["a.txt"]
+        assert await again.xattr("a.txt", "user.bimplus.id") == again.docs()["a.txt"].id
+
+
 async def test_deleting_an_unsent_file_sends_nothing(fake: FakeHarness) -> None:
     await fake.write_file("a.txt", b"x")
     await fake.unlink("a.txt")
