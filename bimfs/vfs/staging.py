@@ -244,9 +244,10 @@ class Staging:
         assert local.fd is not None
         done = node.committing = trio.Event()
         log.debug("committing %s (%d bytes)", node.path(), local.size)
+        key = str(node.key)
         try:
             entry = await trio.to_thread.run_sync(
-                self.journal.commit, str(node.key), target_of(node).to_meta(), local.path
+                self.journal.commit, key, target_of(node).to_meta(), local.path
             )
         except BaseException as exc:
             # The bytes stay in their staging file and the node stays dirty: the error goes
@@ -257,6 +258,11 @@ class Staging:
                 self._retrying = True
             raise
         else:
+            if str(node.key) != key and not node.removed:
+                # The file's first upload ended while this commit ran and made it a document:
+                # this save is that document's next version, not another new document.
+                self.journal.rekey(entry.id, str(node.key))
+                self.journal.update_meta(entry.id, target_of(node).to_meta())
             self.unsaved.pop(node, None)
             local.path = entry.data_path
             local.committed = True

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -177,3 +179,46 @@ async def test_a_crash_after_the_server_stored_the_save(tmp_path: Path) -> None:
         assert await again.read("model.ifc") == b"version two"
     assert remote.calls["create_version"] == 0
     assert [v.version for v in remote.server.versions(doc.id)] == [1, 2]
+
+
+async def test_a_save_committed_while_the_first_upload_ends(fake: FakeHarness) -> None:
+    """A new file is saved again; its first upload ends (making it a document) while the
+    second save is being committed to the journal: the second save is that document's next
+    version, not a new document that is deleted again as nobody's."""
+    await fake.write_file("a.txt", b"first")
+    fake.remote.hold("create_attachment")
+    draining = trio.Event()
+
+    async def drain() -> None:
+        await fake.fs.drain(30)
+        draining.set()
+
+    entered, proceed = threading.Event(), threading.Event()
+    journal = fake.fs.journal
+    real_commit = journal.commit
+
+    def slow_commit(*args: Any) -> Any:
+        entered.set()
+        proceed.wait(10)
+        return real_commit(*args)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drain)
+        await wait_for(lambda: fake.remote.calls["create_attachment"] == 1)
+        fh, _ = await fake.fs.open(await fake.dir_ino("a.txt"), os.O_WRONLY | os.O_TRUNC)
+        await fake.fs.write(fh, 0, b"second")
+        journal.commit = slow_commit  # type: ignore[method-assign]
+        nursery.start_soon(fake.fs.release, fh)
+        await wait_for(entered.is_set)
+        fake.remote.release_held()
+        await wait_for(lambda: "a.txt" in fake.docs())
+        await wait_for(lambda: not fake.fs.uploader.running())
+        proceed.set()
+        await draining.wait()
+    journal.commit = real_commit  # type: ignore[method-assign]
+    await fake.sync()
+    assert list(fake.docs()) == ["a.txt"]
+    assert fake.versions("a.txt") == [1, 2]
+    assert fake.content("a.txt") == b"second"
+    assert fake.remote.calls["delete_attachment"] == 0
+    assert await fake.read("a.txt") == b"second"
