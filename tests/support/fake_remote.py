@@ -601,14 +601,17 @@ class FakeRemote:
         else:
             assert pid is not None
             self.server.project(pid)
-        sent = 0
-        while source.final is None or sent < source.final:
-            await source.wait_beyond(sent)
-            sent = source.size
-            if progress is not None:
-                progress(sent)
-        final = source.final
-        data = await trio.to_thread.run_sync(lambda: source.path.read_bytes()[:final])
+        # Opened once at the start, as the client's body does: the file may be renamed (into
+        # the journal) while it is sent.
+        with source.path.open("rb") as body:
+            sent = 0
+            while source.final is None or sent < source.final:
+                await source.wait_beyond(sent)
+                sent = source.size
+                if progress is not None:
+                    progress(sent)
+            final = source.final
+            data = await trio.to_thread.run_sync(body.read, final)
         if aid is not None:
             att = self.server.add_version(
                 self.server.doc(aid), data, self.user, file_name, content_type
