@@ -40,6 +40,10 @@ class Side:
     def calm(self) -> None:
         """No more faults."""
 
+    def settled(self) -> bool:
+        """Whether the version list was read since ``lose_next_version_answer`` (settling)."""
+        raise NotImplementedError
+
 
 class EmulatorSide(Side):
     def __init__(self, emu: Emulator) -> None:
@@ -59,9 +63,13 @@ class EmulatorSide(Side):
         # Every upload of a version is cut, the body or the answer: the client settles it.
         route = "POST /v2/{slug}/attachments/{id}/versions"
         self.emu.set_faults(reset_rate=1.0, routes=[route], fault_seed=3)
+        self.emu.reset_stats()
 
     def calm(self) -> None:
         self.emu.set_faults(reset_rate=0.0, routes=[])
+
+    def settled(self) -> bool:
+        return self.emu.count("GET /v2/{slug}/attachments/{id}/versions") > 0
 
 
 class FakeSide(Side):
@@ -77,6 +85,10 @@ class FakeSide(Side):
 
     def lose_next_version_answer(self) -> None:
         self.fake.lose_answer("create_version", settle=True)
+        self.listed = self.fake.calls["list_versions"]
+
+    def settled(self) -> bool:
+        return self.fake.calls["list_versions"] > self.listed
 
 
 def doc(att: Attachment) -> tuple[Any, ...]:
@@ -201,6 +213,7 @@ async def scenario(remote: Remote, side: Side, tmp: Path) -> list[Any]:
         known_version=3,
     )  # fmt: skip
     side.calm()
+    note("settled through the version list", side.settled())
     note("settled", doc(v4), [v.version for v in await remote.list_versions(SLUG, a.id)])
     found = await settle.version_since(remote, SLUG, a.id, 3, v4.size, await remote.me())
     note("found again", found is not None and doc(found))
@@ -227,5 +240,6 @@ async def test_fake_answers_like_the_client(emulator: Emulator, tmp_path: Path) 
         real = await scenario(client, EmulatorSide(emulator), tmp_path / "real")
     fake = FakeRemote()
     faked = await scenario(fake, FakeSide(fake), tmp_path / "fake")
+    assert ("settled through the version list", True) in real  # the fault did cut an answer
     for want, got in zip(real, faked, strict=True):
         assert got == want
