@@ -154,13 +154,18 @@ def copy_path(path: Path, dst: int) -> int:
     """Copy a file into ``dst`` from offset 0; returns the size."""
     src = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        total = 0
-        while chunk := os.read(src, COPY_CHUNK):
-            write_all(dst, chunk, total)
-            total += len(chunk)
-        return total
+        return copy_fd(src, dst)
     finally:
         os.close(src)
+
+
+def copy_fd(src: int, dst: int) -> int:
+    """Copy all of the open file ``src`` into ``dst``, both from offset 0; returns the size."""
+    total = 0
+    while chunk := os.pread(src, COPY_CHUNK, total):
+        write_all(dst, chunk, total)
+        total += len(chunk)
+    return total
 
 
 def write_all(fd: int, data: bytes, offset: int) -> None:

@@ -23,6 +23,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -34,7 +35,7 @@ from bimfs.vfs.background import Background
 from bimfs.vfs.errors import callers_mistake, describe
 from bimfs.vfs.keys import UploadTarget
 from bimfs.vfs.nodes import DirNode, FileNode, LocalData, Node
-from bimfs.vfs.reads import Reads, copy_path
+from bimfs.vfs.reads import Reads, copy_fd, copy_path
 from bimfs.vfs.rights import Rights
 from bimfs.vfs.tree import Tree
 
@@ -174,7 +175,7 @@ class Staging:
     async def _copy_current(self, node: FileNode, fd: int) -> int:
         """Copy the node's current bytes (local or server) into ``fd``; returns the size."""
         if node.local is not None:
-            return await trio.to_thread.run_sync(copy_path, node.local.path, fd)
+            return await copy_committed(node.local.path, fd)
         if node.server is not None and node.server.size:
             Rights.require_download(node.path(), node.server)
         return await self.reads.copy_into(node, fd)
@@ -244,11 +245,9 @@ class Staging:
         assert local.fd is not None
         done = node.committing = trio.Event()
         log.debug("committing %s (%d bytes)", node.path(), local.size)
-        key = str(node.key)
+        key, meta = str(node.key), target_of(node).to_meta()
         try:
-            entry = await trio.to_thread.run_sync(
-                self.journal.commit, key, target_of(node).to_meta(), local.path
-            )
+            entry = await trio.to_thread.run_sync(self.journal.commit, key, meta, local.path)
         except BaseException as exc:
             # The bytes stay in their staging file and the node stays dirty: the error goes
             # to close() (or fsync), the next close or the background retry commits again,
@@ -258,11 +257,8 @@ class Staging:
                 self._retrying = True
             raise
         else:
-            if str(node.key) != key and not node.removed:
-                # The file's first upload ended while this commit ran and made it a document:
-                # this save is that document's next version, not another new document.
-                self.journal.rekey(entry.id, str(node.key))
-                self.journal.update_meta(entry.id, target_of(node).to_meta())
+            if not node.removed:
+                self._retarget_committed(node, entry.id, key, meta)
             self.unsaved.pop(node, None)
             local.path = entry.data_path
             local.committed = True
@@ -275,6 +271,19 @@ class Staging:
             node.committing = None
             done.set()
         self.uploader.notify()
+
+    def _retarget_committed(
+        self, node: FileNode, entry_id: str, key: str, meta: dict[str, Any]
+    ) -> None:
+        """An earlier upload of the file ended while its save was committed: the first one
+        made it a document (this save is the document's next version, not another new
+        document), or a version this save now builds on (no conflict with our own save).
+        The new entry goes where the file saves now."""
+        now_key, now_meta = str(node.key), target_of(node).to_meta()
+        if now_key != key:
+            self.journal.rekey(entry_id, now_key)
+        if now_meta != meta:
+            self.journal.update_meta(entry_id, now_meta)
 
     async def commit_closed(self, node: FileNode) -> None:
         """Commit content that no open handle will commit (a rename of a closed file)."""
@@ -293,7 +302,7 @@ class Staging:
         assert local is not None and local.committed
         staging, fd = self.new_staging()
         try:
-            size = await trio.to_thread.run_sync(copy_path, local.path, fd)
+            size = await copy_committed(local.path, fd)
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
@@ -423,3 +432,14 @@ class Staging:
                 log.error(
                     "%s was not saved (%s); its content is kept in %s", node.path(), reason, kept
                 )
+
+
+async def copy_committed(path: Path, fd: int) -> int:
+    """Copy a save's content into ``fd``; returns the size. Opened here, before the copy leaves
+    the trio thread: the save's upload may end while the copy runs and move the file into the
+    content cache (or the journal delete it); the open descriptor reads it all the same."""
+    src = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return await trio.to_thread.run_sync(copy_fd, src, fd)
+    finally:
+        os.close(src)

@@ -468,6 +468,9 @@ class Uploads:
         if local is None or not local.committed or local.journal_id != entry.id:
             return  # a newer save is already on its way
         node.local = None
+        # A copy of these bytes being made now (a write that began before this answer) builds
+        # on the version they became, not on their own base (no conflict with our own save).
+        local.base_version = att.version
         # Times do not jump when the upload ends (editors compare them to detect changes made
         # by others); they follow the server again when it has a newer version.
         node.saved_mtime = (node.generation, local.mtime)

@@ -384,10 +384,11 @@ class World:
     async def check(self) -> None:
         fs = self.filesystem
         assert not fs.journal.entries(), "a save is left in the journal"
-        assert await self.shown() == self.files
+        shown = await self.shown()
+        assert shown == self.files, f"shown {shown}, model {self.files}"
         server = self.remote.server
         docs = self.server_docs()
-        assert sorted(docs) == sorted(self.files)
+        assert sorted(docs) == sorted(self.files), f"server {docs}, model {self.files}"
         for path, aid in docs.items():
             assert server.content(aid) == self.files[path], path
             # One save, one version: ours since the last sync are some of the saves made

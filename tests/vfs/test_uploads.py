@@ -9,9 +9,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from bimfs.api.errors import ForbiddenError, ServerError
+from bimfs.vfs import staging as staging_module
 from tests.support.fake_remote import TOM, FakeRemote
 from tests.vfs.fake import FakeHarness, open_fake
 
@@ -222,3 +224,75 @@ async def test_a_save_committed_while_the_first_upload_ends(fake: FakeHarness) -
     assert fake.content("a.txt") == b"second"
     assert fake.remote.calls["delete_attachment"] == 0
     assert await fake.read("a.txt") == b"second"
+
+
+async def test_a_save_committed_while_the_previous_version_uploads(fake: FakeHarness) -> None:
+    """Our previous save becomes v2 while the next one is being committed: the next one
+    builds on v2 (no conflict with our own save)."""
+    fake.server.upload(fake.pid, "a.txt", b"one")
+    await fake.write_file("a.txt", b"two")
+    fake.remote.hold("create_version")
+    entered, proceed = threading.Event(), threading.Event()
+    journal = fake.fs.journal
+    real_commit = journal.commit
+
+    def slow_commit(*args: Any) -> Any:
+        entered.set()
+        proceed.wait(10)
+        return real_commit(*args)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fake.fs.drain, 30)
+        await wait_for(lambda: fake.remote.calls["create_version"] == 1)
+        fh, _ = await fake.fs.open(await fake.dir_ino("a.txt"), os.O_WRONLY | os.O_TRUNC)
+        await fake.fs.write(fh, 0, b"three")
+        journal.commit = slow_commit  # type: ignore[method-assign]
+        nursery.start_soon(fake.fs.release, fh)
+        await wait_for(entered.is_set)
+        fake.remote.release_held()
+        await wait_for(lambda: fake.versions("a.txt") == [1, 2])
+        await wait_for(lambda: not fake.fs.uploader.running())
+        proceed.set()
+    journal.commit = real_commit  # type: ignore[method-assign]
+    await fake.sync()
+    assert list(fake.docs()) == ["a.txt"]
+    assert fake.versions("a.txt") == [1, 2, 3]
+    assert fake.content("a.txt") == b"three"
+
+
+async def test_a_change_begun_while_the_previous_save_uploads(
+    fake: FakeHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A truncate copies the pending save's bytes while that save's upload ends (and its
+    file moves into the content cache): the copy still reads them, and the change builds on
+    the version the save became."""
+    fake.server.upload(fake.pid, "a.txt", b"one")
+    await fake.write_file("a.txt", b"version two")
+    fake.remote.hold("create_version")
+    entered, proceed = threading.Event(), threading.Event()
+
+    def slowly(copy: Any) -> Any:
+        def run(*args: Any) -> Any:
+            entered.set()
+            proceed.wait(10)
+            return copy(*args)
+
+        return run
+
+    for name in ("copy_fd", "copy_path"):  # whichever the copy runs in its thread
+        if hasattr(staging_module, name):
+            monkeypatch.setattr(staging_module, name, slowly(getattr(staging_module, name)))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fake.fs.drain, 30)
+        await wait_for(lambda: fake.remote.calls["create_version"] == 1)
+        nursery.start_soon(fake.truncate, "a.txt", 7)
+        await wait_for(entered.is_set)
+        fake.remote.release_held()
+        await wait_for(lambda: fake.versions("a.txt") == [1, 2])
+        await wait_for(lambda: not fake.fs.uploader.running())
+        proceed.set()
+    await fake.sync()
+    assert list(fake.docs()) == ["a.txt"]
+    assert fake.versions("a.txt") == [1, 2, 3]
+    assert fake.content("a.txt") == b"version"
+    assert await fake.read("a.txt") == b"version"
