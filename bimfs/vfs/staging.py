@@ -279,10 +279,10 @@ class Staging:
         made it a document (this save is the document's next version, not another new
         document), or a version this save now builds on (no conflict with our own save).
         The new entry goes where the file saves now."""
-        now_key, now_meta = str(node.key), target_of(node).to_meta()
+        now_key, now_meta = str(node.key), retarget_meta(node)
         if now_key != key:
             self.journal.rekey(entry_id, now_key)
-        if now_meta != meta:
+        if {**meta, **now_meta} != meta:
             self.journal.update_meta(entry_id, now_meta)
 
     async def commit_closed(self, node: FileNode) -> None:
@@ -331,7 +331,7 @@ class Staging:
                 if stale.state != UPLOADING and stale.id != entry.id:
                     self.journal.discard(stale.id)
             self.journal.rekey(entry.id, str(node.key))
-        self.journal.update_meta(entry.id, target_of(node).to_meta())
+        self.journal.update_meta(entry.id, retarget_meta(node))
 
     def take_back(self, node: FileNode, entry: JournalEntry) -> None:
         """An unsent save leaves the journal and becomes local content again (a new file
@@ -443,3 +443,11 @@ async def copy_committed(path: Path, fd: int) -> int:
         return await trio.to_thread.run_sync(copy_fd, src, fd)
     finally:
         os.close(src)
+
+
+def retarget_meta(node: FileNode) -> dict[str, Any]:
+    """The meta that points a journal entry at where the node saves now, merged into the old
+    one: a file moved to the project's root leaves no folder of its old place behind."""
+    meta = target_of(node).to_meta()
+    meta.setdefault("folder_id", None)
+    return meta

@@ -173,3 +173,14 @@ async def test_rename_in_a_folder(fake: FakeHarness) -> None:
     assert await fake.names("A") == ["y.txt"]
     folder = fake.server.folder_nodes(fake.pid)[0]
     assert [c.name for c in folder.children] == ["y.txt"]
+
+
+async def test_an_unsent_file_moved_out_of_a_folder(fake: FakeHarness) -> None:
+    """Not sent yet, a file moves like on a local disk: its upload goes to the new place."""
+    await fake.mkdir("F")
+    await fake.write_file("F/a.txt", b"a")
+    await fake.rename("F/a.txt", "a.txt")
+    await fake.sync()
+    assert await fake.names() == ["F", "a.txt"]
+    assert await fake.names("F") == []
+    assert fake.server.doc(fake.docs()["a.txt"].id).folder_id is None
