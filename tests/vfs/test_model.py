@@ -80,6 +80,7 @@ class World:
     stopped: trio.Event | None = None
     seen_versions: dict[str, int] = field(default_factory=dict)  # doc id -> newest at last sync
     saves: dict[str, list[bytes]] = field(default_factory=dict)  # path -> saves since then
+    theirs: set[tuple[str, int]] = field(default_factory=set)  # versions colleagues made
     restarts: int = 0
 
     # ---- the filesystem's life -----------------------------------------------------------
@@ -288,7 +289,8 @@ class World:
         await self.op_sync()
         if path not in self.files:
             return
-        self.remote.server.new_version(self.doc_id(path), data, user=TOM)
+        att = self.remote.server.new_version(self.doc_id(path), data, user=TOM)
+        self.theirs.add((att.id, att.version))
         self.files[path] = data
 
     async def op_colleague_deletes(self, path: str) -> None:
@@ -318,7 +320,8 @@ class World:
             return
         aid = self.doc_id(path)
         await self.op_write(path, ours)
-        self.remote.server.new_version(aid, theirs, user=TOM)
+        att = self.remote.server.new_version(aid, theirs, user=TOM)
+        self.theirs.add((att.id, att.version))
         await self.online()
         assert await self.filesystem.drain(30)
         copies = [
@@ -399,6 +402,9 @@ class World:
                 if v.version > self.seen_versions.get(aid, 0)
                 and v.changed_by is not None
                 and v.changed_by.id == DEMO.id
+                # A rename records its author on the newest version: a colleague's version
+                # renamed by us says changedBy us.
+                and (aid, v.version) not in self.theirs
             ]
             saves = iter(self.saves.get(path, []))
             assert all(any(s == m for s in saves) for m in mine), (
