@@ -128,6 +128,8 @@ class Entry:
         if where is None:
             return None
         f, s = where
+        for stream in self.streams:
+            stream.reader_at(b)  # a reader that reads on widens its stream's read-ahead
         if s is None:
             assert self.fd is not None
             return pread_all(self.fd, b - a, a)

@@ -6,6 +6,14 @@ sequential reader is served by one HTTP request. A read far ahead of every strea
 (``far_distance``) starts its own ranged stream and takes over the rest of the range from the
 stream that would have got there later.
 
+Read-ahead window: a stream started for a reader asks the server only for a window of bytes
+beyond the read (``read_ahead``, one block at first), and waits when it has them. The window
+doubles (up to ``read_ahead_max``) whenever the reader has read half of what was asked for,
+so a sequential reader soon gets long requests, while a program that reads only the head of a
+file (a file manager, ``file``, a thumbnailer) costs the server about one block; closing the
+file stops the stream at once. A stream that fills a whole entry for ``ensure_complete``, the
+segments of a split stream and a server that ignores ranges have no window.
+
 Parallel streams: in a file of at least ``min_parallel_size`` bytes a stream that runs below
 ``parallel_below`` bytes/s over its first ``SPLIT_PROBE`` seconds splits the rest of its range
 into up to ``max_streams`` streams. Several streams pay where each one is held to a rate (a far
@@ -51,7 +59,15 @@ from bimfs.cache.content.keys import Download, Fetcher
 from bimfs.cache.content.writer import THREAD_WRITE_MIN, WRITE_BEHIND, Writes
 from bimfs.cache.errors import ContentShortError, ContentSizeError
 
-__all__ = ["MEMORY_AHEAD", "MEMORY_BEHIND", "SPLIT_PROBE", "Stream", "StreamSettings", "Streams"]
+__all__ = [
+    "MEMORY_AHEAD",
+    "MEMORY_BEHIND",
+    "READ_AHEAD_MAX",
+    "SPLIT_PROBE",
+    "Stream",
+    "StreamSettings",
+    "Streams",
+]
 
 log = logging.getLogger("bimfs.cache.content")
 
@@ -67,6 +83,9 @@ MEMORY_BEHIND = 1 << 20
 """How much (bytes) a memory stream keeps before the furthest read served from it, for reads
 that come slightly out of order (the kernel's read-ahead sends several at once)."""
 
+READ_AHEAD_MAX = 128 << 20
+"""The largest read-ahead window (bytes) of a stream following a sequential reader."""
+
 # Backoff before the n-th retry of a stream: _RETRY_BASE * 2**(n-1), capped, with jitter.
 _RETRY_BASE = 0.5
 _RETRY_CAP = 8.0
@@ -78,6 +97,7 @@ class Stream:
 
     __slots__ = (
         "after",
+        "ahead_end",
         "block_size",
         "closing",
         "done",
@@ -101,6 +121,8 @@ class Stream:
         "start_block",
         "started",
         "to_writer",
+        "window",
+        "window_max",
         "write_error",
         "writer",
         "wstart",
@@ -156,6 +178,11 @@ class Stream:
         self.error: BaseException | None = None
         self.done = False
         self.scope = trio.CancelScope()
+        # The read-ahead window: the stream asks for bytes up to ahead_end only, and waits
+        # there for its reader (None: no window, it fetches its whole range).
+        self.ahead_end: int | None = None
+        self.window = 0
+        self.window_max = 0
 
     @property
     def end_bytes(self) -> int:
@@ -196,9 +223,34 @@ class Stream:
             self.wake()
 
     def wake(self) -> None:
-        """Have a memory stream waiting for its readers look again."""
+        """Have a stream waiting for its readers look again."""
         self.from_reader.set()
         self.from_reader = trio.Event()
+
+    def request_end(self) -> int:
+        """Where the next request of this stream ends: its range, or its read-ahead window."""
+        end = self.end_bytes
+        return end if self.ahead_end is None else min(end, self.ahead_end)
+
+    def reader_at(self, end: int) -> None:
+        """A read of this stream's range was served up to ``end`` (or waits for bytes up to
+        it): widen the read-ahead window once the reader is half way through it."""
+        if self.ahead_end is None:
+            return
+        if not self.start_block * self.block_size <= end <= self.end_bytes:
+            return
+        if end + self.window // 2 < self.ahead_end:
+            return
+        self.window = min(2 * self.window, self.window_max)
+        bs = self.block_size
+        self.ahead_end = max(self.ahead_end, -(-(end + self.window) // bs) * bs)
+        self.wake()
+
+    def unlimit(self) -> None:
+        """Fetch the whole range from now on (no read-ahead window)."""
+        if self.ahead_end is not None:
+            self.ahead_end = None
+            self.wake()
 
 
 @dataclass(frozen=True)
@@ -212,6 +264,8 @@ class StreamSettings:
     fetch_retries: int
     parallel_below: float | None
     thread_writes_below: float
+    read_ahead: int | None = None
+    read_ahead_max: int = READ_AHEAD_MAX
 
 
 class _WriteFailed(Exception):
@@ -259,24 +313,33 @@ class Streams:
 
     # ------------------------------------------------------------------------------ starting
 
-    def stream_for(self, entry: Entry, k: int, offset: int, fetch: Fetcher) -> Stream:
+    def stream_for(
+        self, entry: Entry, k: int, offset: int, fetch: Fetcher, *, whole: bool = False
+    ) -> Stream:
         """The stream that will fill block ``k`` (of an entry passed through: receive the
-        bytes from ``offset``), started here if no running one will soon."""
+        bytes from ``offset``), started here if no running one will soon. ``whole``: the
+        caller wants every block (``ensure_complete``), so no read-ahead window applies."""
         for s in entry.streams:
             if s.memory != entry.passthrough:
                 continue  # a file stream of an entry passed through: it is being stopped
             if s.covers(k, offset):
                 near = k - s.recv_end // self._block_size < self._far_blocks
                 if entry.no_range or near or len(entry.streams) >= 2 * self.settings.max_streams:
-                    s.wake()  # a memory stream waiting for its readers: one is waiting now
+                    if whole:
+                        s.unlimit()
+                    elif s.ahead_end is not None:
+                        # A read waits for block k: the window reaches to it at least (and
+                        # wider, see _widen_for_waiters, if the read asks for more).
+                        s.ahead_end = max(s.ahead_end, (k + 1) * self._block_size)
+                    s.wake()  # a stream waiting for its readers: one is waiting now
                     return s
                 # A far read: fetch from k now and leave the earlier part to that stream.
                 s.end_block = k
                 s.wake()
                 break
-        return self._start(entry, k, fetch)
+        return self._start(entry, k, fetch, whole)
 
-    def _start(self, entry: Entry, k: int, fetch: Fetcher) -> Stream:
+    def _start(self, entry: Entry, k: int, fetch: Fetcher, whole: bool = False) -> Stream:
         nursery = self._nursery()
         settings = self.settings
         if entry.passthrough:
@@ -307,6 +370,12 @@ class Streams:
         leader = Stream(entry, fetch, bounds[0], bounds[1], self._block_size)
         # With parallel_below, the leader alone first: it splits later if it turns out slow.
         leader.may_split = parallel and settings.parallel_below is not None
+        if settings.read_ahead is not None and segments == 1 and not (whole or entry.no_range):
+            # A reader's stream: a small window first, widened while it reads on. (An entry
+            # passed through has memory streams, which wait for their readers anyway.)
+            leader.window = max(bs, settings.read_ahead)
+            leader.window_max = max(leader.window, settings.read_ahead_max)
+            leader.ahead_end = None if entry.passthrough else (k + -(-leader.window // bs)) * bs
         streams = [leader] + [
             Stream(entry, fetch, bounds[i], bounds[i + 1], self._block_size, after=leader)
             for i in range(1, segments)
@@ -367,6 +436,7 @@ class Streams:
             return
         bounds = [first + (s.end_block - first) * i // n for i in range(n + 1)]
         s.end_block = bounds[1]
+        s.unlimit()  # read on for long at a low rate: a reader that wants it all
         nursery = self._nursery()
         for i in range(1, n):
             stream = Stream(entry, s.fetch, bounds[i], bounds[i + 1], self._block_size)
@@ -387,6 +457,12 @@ class Streams:
                     # Passed through: the reads waiting on this stream start memory streams.
                     return
                 while self._more(s):
+                    if s.ahead_end is not None and s.pos >= s.ahead_end:
+                        # At the end of the read-ahead window: go on for a read that waits
+                        # for bytes beyond it, else wait for the reader.
+                        if not self._widen_for_waiters(s):
+                            await s.from_reader.wait()
+                        continue
                     filled_before = entry.blocks.count
                     received_before = s.received
                     try:
@@ -433,6 +509,21 @@ class Streams:
             entry.notify()
             self._ended(entry)
 
+    def _widen_for_waiters(self, s: Stream) -> bool:
+        """Widen the window of ``s`` over the bytes reads wait for in its range; True if it
+        did (the stream has more to fetch for them)."""
+        assert s.ahead_end is not None
+        need = max(
+            (w.end for w in s.entry.waiters if w.start < s.end_bytes and w.end > s.pos),
+            default=None,
+        )
+        if need is None:
+            return False
+        bs = self._block_size
+        s.ahead_end = max(s.ahead_end, -(-need // bs) * bs)
+        s.reader_at(need)
+        return True
+
     def _more(self, s: Stream) -> bool:
         """Whether ``s`` has more to fetch."""
         if s.memory:
@@ -471,7 +562,8 @@ class Streams:
         writes = self.writes
         size = entry.key.size
         start = s.pos
-        end = s.end_bytes
+        end = s.request_end()
+        s.probe = None  # the rate is measured within one request
         async with s.fetch(start, end) as d:
             if self._whole(s, d, start, end):
                 if not self._take_over_without_ranges(s):
@@ -487,7 +579,7 @@ class Streams:
                 async for chunk in chunks:
                     if s.write_error is not None:
                         raise _WriteFailed(s.write_error)
-                    stop = s.end_bytes
+                    stop = min(s.end_bytes, end)
                     if pos >= stop and chunk and stop == end < size and d.start == 0:
                         # More than the range from 0 asked for, with no length announced: the
                         # whole body after all.
@@ -686,6 +778,7 @@ class Streams:
         entry.no_range = True
         entry.single = s
         s.end_block = entry.nblocks
+        s.unlimit()
         for other in entry.streams:
             if other is not s:
                 # Stop covering anything at once; the cancellation lands at its next await.
