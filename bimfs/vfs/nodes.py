@@ -56,6 +56,9 @@ class Attr:
     uid: int = 0
     gid: int = 0
     atime: float | None = None  # None: the same as mtime
+    # How long the kernel may keep these attributes and the name's entry (None: the default,
+    # ``bimfs.fuse.operations.ATTR_TIMEOUT``).
+    ttl: float | None = None
 
     @property
     def blocks(self) -> int:
