@@ -8,11 +8,13 @@ stream that would have got there later.
 
 Read-ahead window: a stream started for a reader asks the server only for a window of bytes
 beyond the read (``read_ahead``, one block at first), and waits when it has them. The window
-doubles (up to ``read_ahead_max``) whenever the reader has read half of what was asked for,
-so a sequential reader soon gets long requests, while a program that reads only the head of a
-file (a file manager, ``file``, a thumbnailer) costs the server about one block; closing the
-file stops the stream at once. A stream that fills a whole entry for ``ensure_complete``, the
-segments of a split stream and a server that ignores ranges have no window.
+doubles whenever the reader has read half of what was asked for; once it would grow past
+``read_ahead_max`` the stream asks for the rest of its range in one request. So a sequential
+reader soon gets one long request (a handful of short ones first), while a program that reads
+only the head of a file (a file manager, ``file``, a thumbnailer) costs the server about one
+block; closing the file stops the stream at once. A stream that fills a whole entry for
+``ensure_complete``, the segments of a split stream and a server that ignores ranges have no
+window.
 
 Parallel streams: in a file of at least ``min_parallel_size`` bytes a stream that runs below
 ``parallel_below`` bytes/s over its first ``SPLIT_PROBE`` seconds splits the rest of its range
@@ -83,8 +85,9 @@ MEMORY_BEHIND = 1 << 20
 """How much (bytes) a memory stream keeps before the furthest read served from it, for reads
 that come slightly out of order (the kernel's read-ahead sends several at once)."""
 
-READ_AHEAD_MAX = 128 << 20
-"""The largest read-ahead window (bytes) of a stream following a sequential reader."""
+READ_AHEAD_MAX = 16 << 20
+"""The largest read-ahead window (bytes) of a stream following a sequential reader; once it
+would grow past it, the stream fetches the rest of its range in one request."""
 
 # Backoff before the n-th retry of a stream: _RETRY_BASE * 2**(n-1), capped, with jitter.
 _RETRY_BASE = 0.5
@@ -241,7 +244,12 @@ class Stream:
             return
         if end + self.window // 2 < self.ahead_end:
             return
-        self.window = min(2 * self.window, self.window_max)
+        self.window *= 2
+        if self.window > self.window_max:
+            # A reader that read this far reads on: one request to the end of the range
+            # (each request's end waits for its writes to land, so fewer is faster).
+            self.unlimit()
+            return
         bs = self.block_size
         self.ahead_end = max(self.ahead_end, -(-(end + self.window) // bs) * bs)
         self.wake()
