@@ -26,7 +26,7 @@ from bimfs.cache.errors import CacheFullError, ContentTimeoutError
 from bimfs.cache.files import pread_all
 
 if TYPE_CHECKING:
-    from bimfs.cache.content.streams import Stream
+    from bimfs.cache.content.stream import Stream
 
 __all__ = ["Entry", "StreamFor", "Waiter"]
 
