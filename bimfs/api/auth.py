@@ -3,8 +3,10 @@
 The client asks its :class:`AuthProvider` for a token before every request and, after a 401,
 calls :meth:`AuthProvider.refresh` once with the token that was rejected. Providers:
 
-* :class:`StaticToken`: a token given as is (``--token-file``, ``BIMPLUS_TOKEN``, a token stored
-  by a legacy login). It cannot be refreshed.
+* :class:`StaticToken`: a token given as is (``BIMPLUS_TOKEN``, a token stored by a legacy
+  login). It cannot be refreshed.
+* :class:`TokenFile`: the token in ``--token-file``, read again after a 401, so that a token
+  rotated in the file is used without remounting.
 * :class:`LegacyLogin`: the obsolete ``POST /v2/authorize`` login with user, password and
   application id.
 * :class:`OidcRefresh`: an OIDC refresh token (from ``bimfs login``) traded for short-lived
@@ -45,6 +47,7 @@ __all__ = [
     "LegacyLogin",
     "OidcRefresh",
     "StaticToken",
+    "TokenFile",
     "default_config_dir",
     "load_token_source",
 ]
@@ -90,6 +93,56 @@ class StaticToken:
             f"the token from {self.source} was rejected (expired or invalid); "
             "get a new one, or run `bimfs login`"
         )
+
+
+def _read_token_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise AuthError(f"cannot read the token file {path}: {reason}") from exc
+
+
+class TokenFile:
+    """The token held in a file, read at start and again each time the server rejects it: a
+    rotated token is picked up by the next request after the first 401."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._current = StaticToken(_read_token_file(path), source=self.source)
+        self._lock = trio.Lock()
+        self._warned = False
+
+    @property
+    def source(self) -> str:
+        return f"token file {self.path}"
+
+    def __repr__(self) -> str:
+        return f"TokenFile({str(self.path)!r}, token=<hidden>)"
+
+    async def token(self) -> str:
+        return await self._current.token()
+
+    async def refresh(self, rejected: str) -> str:
+        async with self._lock:
+            current = await self._current.token()
+            if current != rejected:
+                return current  # another request already read the new token
+            text = await trio.to_thread.run_sync(_read_token_file, self.path)
+            fresh = StaticToken(text, source=self.source)
+            if await fresh.token() == rejected:
+                message = (
+                    f"the token in {self.source} was rejected (expired or invalid); "
+                    "write a new one to the file (it is read again)"
+                )
+                if not self._warned:
+                    self._warned = True  # once per token, not at every refused call
+                    log.warning("%s", message)
+                raise AuthError(message)
+            self._warned = False
+            self._current = fresh
+            log.info("using the new token of %s", self.source)
+            return await fresh.token()
 
 
 class LegacyLogin:
@@ -337,12 +390,7 @@ def load_token_source(
     Raises ``AuthError`` with a one-line explanation when there is none or it is unusable.
     """
     if token_file is not None:
-        try:
-            text = Path(token_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise AuthError(f"cannot read the token file {token_file}: {reason}") from exc
-        return StaticToken(text, source=f"token file {token_file}")
+        return TokenFile(Path(token_file))
     env_token = env.get("BIMPLUS_TOKEN", "")
     if env_token.strip():
         return StaticToken(env_token, source="BIMPLUS_TOKEN")

@@ -28,6 +28,7 @@ import trio
 
 from bimfs.api import settle
 from bimfs.api.download import Download, write_all
+from bimfs.api.entries import parse_entries
 from bimfs.api.errors import ApiError, ApiTimeoutError, IncompleteBodyError, ProtocolError
 from bimfs.api.models import (
     Attachment,
@@ -81,13 +82,13 @@ class BimplusClient(Session):
         """``GET /teams``: every team the user belongs to."""
         call = self._call("GET", "/teams")
         data = require_list(await self._json("GET", "/teams"), call)
-        return [Team.from_json(item, call) for item in data]
+        return parse_entries(data, call, Team.from_json)
 
     async def get_all_projects(self) -> list[Project]:
         """``GET /projects``: the projects of all teams (each with ``team_slug``)."""
         call = self._call("GET", "/projects")
         data = require_list(await self._json("GET", "/projects"), call)
-        return [Project.from_json(item, call) for item in data]
+        return parse_entries(data, call, Project.from_json)
 
     # ---- projects --------------------------------------------------------------------------
 
@@ -96,7 +97,7 @@ class BimplusClient(Session):
         template = "/{slug}/projects"
         call = self._call("GET", template)
         data = require_list(await self._json("GET", template, {"slug": slug}), call)
-        return [Project.from_json(item, call) for item in data]
+        return parse_entries(data, call, Project.from_json)
 
     async def get_project(self, slug: str, pid: str) -> Project:
         """``GET /<slug>/projects/<pid>``."""
@@ -129,7 +130,7 @@ class BimplusClient(Session):
         if attachment_type:
             params["attachmentType"] = attachment_type
         data = await self._json("GET", template, {"slug": slug, "pid": pid}, params=params)
-        return [Attachment.from_json(item, call) for item in require_list(data, call)]
+        return parse_entries(require_list(data, call), call, Attachment.from_json)
 
     async def get_attachment(self, slug: str, aid: str) -> Attachment:
         """``GET /<slug>/attachments/<aid>``."""
@@ -180,7 +181,7 @@ class BimplusClient(Session):
         template = "/{slug}/attachments/{aid}/versions"
         call = self._call("GET", template)
         data = require_list(await self._json("GET", template, {"slug": slug, "aid": aid}), call)
-        versions = [Attachment.from_json(item, call) for item in data]
+        versions = parse_entries(data, call, Attachment.from_json)
         versions.sort(key=lambda a: a.version)
         return versions
 
@@ -205,7 +206,7 @@ class BimplusClient(Session):
         )
         if isinstance(data, dict):
             return list(FolderNode.from_json(data, call).children)
-        return [FolderNode.from_json(item, call) for item in require_list(data, call)]
+        return parse_entries(require_list(data, call), call, FolderNode.from_json)
 
     async def create_folder(
         self, slug: str, pid: str, name: str, parent_id: str | None

@@ -3,7 +3,9 @@
 Every documented variant is accepted: ``version`` as an int or a string, ``release`` as a bool or
 ``"false"``, ``createdAt`` or ``createAt``, dates with and without fractions and zones, any field
 missing or null. Unknown fields are ignored. An answer that is not an object where one is
-required, or lacks an ``id``, raises ``ProtocolError`` naming the call; never ``KeyError``.
+required, lacks a usable ``id`` or has a ``size`` that is no byte count raises ``ProtocolError``
+naming the call; never ``KeyError`` (the lists skip such an entry: ``bimfs.api.entries``). Text
+with a lone surrogate is repaired with U+FFFD, so that every string can be written as UTF-8.
 
 Times are POSIX timestamps (float seconds, UTC when the server gives no zone) or ``None``.
 """
@@ -15,6 +17,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
+from bimfs.api.entries import (
+    MAX_SIZE,
+    has_surrogates,
+    parse_entries,
+    repair_text,
+    report_once,
+)
 from bimfs.api.errors import ProtocolError
 
 JsonObj = dict[str, Any]
@@ -82,14 +91,36 @@ def _str(value: Any, default: str = "") -> str:
     if value is None:
         return default
     if isinstance(value, str):
-        return value
+        return repair_text(value)
     return str(value)
+
+
+def _name(obj: JsonObj, key: str, call: str) -> str:
+    """The text of ``obj[key]``, repaired (and that reported once) when it cannot be encoded."""
+    value = obj.get(key)
+    if isinstance(value, str) and has_surrogates(value):
+        report_once(call, obj, f"has a {key} that is not valid text; shown with U+FFFD")
+    return _str(value)
+
+
+def parse_count(value: Any) -> int | None:
+    """A byte count (0 to 2^63-1) as ``parse_int`` reads it, else None."""
+    count = parse_int(value)
+    if count is None or not 0 <= count <= MAX_SIZE:
+        return None
+    return count
 
 
 def _opt_str(value: Any) -> str | None:
     if value is None or value == "":
         return None
     return _str(value)
+
+
+def _short(value: Any) -> str:
+    """A value as a short, log-safe text."""
+    text = ascii(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def require_object(data: Any, call: str) -> JsonObj:
@@ -110,6 +141,8 @@ def _require_id(obj: JsonObj, call: str) -> str:
     ident = obj.get("id")
     if not isinstance(ident, str) or not ident:
         raise ProtocolError("an entry has no id", call=call)
+    if has_surrogates(ident) or not ident.isprintable():
+        raise ProtocolError("an entry has an id that is not valid text", call=call)
     return ident
 
 
@@ -206,15 +239,17 @@ class Team:
         slug = obj.get("slug")
         if not isinstance(slug, str) or not slug:
             raise ProtocolError("a team has no slug", call=call)
+        if has_surrogates(slug) or not slug.isprintable():
+            raise ProtocolError("a team has a slug that is not valid text", call=call)
         used = None
         stats = obj.get("storageStats")
         if isinstance(stats, dict):
-            used = parse_int(stats.get("usedStorage", stats.get("used")))
+            used = parse_count(stats.get("usedStorage", stats.get("used")))
         return cls(
             id=_require_id(obj, call),
             slug=slug,
-            name=_str(obj.get("name"), slug),
-            total_storage=parse_int(obj.get("totalStorage")),
+            name=_name(obj, "name", call) or slug,
+            total_storage=parse_count(obj.get("totalStorage")),
             used_storage=used,
             status=_str(obj.get("status")),
         )
@@ -239,13 +274,13 @@ class Project:
         ident = _require_id(obj, call)
         return cls(
             id=ident,
-            name=_str(obj.get("name"), ident),
+            name=_name(obj, "name", call) or ident,
             team_slug=_str(obj.get("teamSlug")),
             has_write_access=parse_bool(obj.get("hasWriteAccess"), True),
             created=parse_time(obj.get("created") or obj.get("createdAt")),
             changed=parse_time(obj.get("changed")),
-            size=parse_int(obj.get("size")),
-            attachment_count=parse_int(obj.get("attachmentCount")),
+            size=parse_count(obj.get("size")),
+            attachment_count=parse_count(obj.get("attachmentCount")),
         )
 
 
@@ -276,14 +311,20 @@ class Attachment:
     def from_json(cls, data: Any, call: str = "attachment") -> Attachment:
         obj = require_object(data, call)
         ident = _require_id(obj, call)
-        file_name = _str(obj.get("fileName")) or _str(obj.get("name")) or ident
-        size = parse_int(obj.get("size"), 0) or 0
+        file_name = _name(obj, "fileName", call) or _name(obj, "name", call) or ident
+        raw_size = obj.get("size")
+        size = 0 if raw_size is None else parse_count(raw_size)
+        if size is None:
+            raise ProtocolError(f"size {_short(raw_size)} is not a byte count", call=call)
+        version = parse_int(obj.get("version"), 1) or 1
+        if not 0 < version <= MAX_SIZE:
+            raise ProtocolError(f"version {_short(version)} is not a version number", call=call)
         return cls(
             id=_own(ident),
             file_name=_own(file_name),
             name=_own(_str(obj.get("name"))),
             type=sys.intern(_str(obj.get("type")) or "application/octet-stream"),
-            size=max(size, 0),
+            size=size,
             created_at=parse_time(obj.get("createdAt") or obj.get("createAt")),
             changed=parse_time(obj.get("changed")),
             creator=User.from_json(obj.get("creator")),
@@ -292,7 +333,7 @@ class Attachment:
             hash=_own(_str(obj.get("hash"))),
             classification=sys.intern(_str(obj.get("classification"))),
             tag=sys.intern(_str(obj.get("tag"))),
-            version=parse_int(obj.get("version"), 1) or 1,
+            version=version,
             rights=Rights.from_json(obj.get("rights")),
             release=parse_bool(obj.get("release"), False),
             related_id=_own(_opt_str(obj.get("relatedId"))),
@@ -325,10 +366,14 @@ class FolderNode:
         raw_children = obj.get("children") or []
         if not isinstance(raw_children, list):
             raise ProtocolError("children is not a list", call=call)
-        children = tuple(cls.from_json(c, call, parent=ident) for c in raw_children)
+
+        def child(data: Any, call: str) -> FolderNode:
+            return cls.from_json(data, call, parent=ident)
+
+        children = tuple(parse_entries(raw_children, call, child))
         return cls(
             id=ident,
-            name=_str(obj.get("name")),
+            name=_name(obj, "name", call),
             type=_str(obj.get("type")) or "DocumentFolder",
             parent=_opt_str(obj.get("parent")) or parent,
             children=children,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -145,7 +145,7 @@ class MultipartUpload:
         """The request headers that describe this body."""
         return {"Content-Type": self.content_type, "Content-Length": str(self.content_length)}
 
-    async def stream(self) -> AsyncIterator[bytes]:
+    async def stream(self) -> AsyncGenerator[bytes, None]:
         """Yield the body: head, the file in ``CHUNK_SIZE`` pieces, tail.
 
         Raises :class:`SourceChangedError` when the file is not exactly ``size`` bytes long,
@@ -224,7 +224,7 @@ class GrowingMultipartUpload(MultipartUpload):
     def headers(self) -> dict[str, str]:
         return {"Content-Type": self.content_type}
 
-    async def stream(self) -> AsyncIterator[bytes]:
+    async def stream(self) -> AsyncGenerator[bytes, None]:
         fd = os.open(self.growing.path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             self.started = True

@@ -28,7 +28,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 from urllib.parse import quote, urlsplit
@@ -308,7 +308,7 @@ class Session:
             raise ProtocolError(f"empty answer (status {response.status_code})", call=call)
         try:
             return response.json()
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, absurd nesting
             raise ProtocolError(
                 f"the answer is not JSON: {excerpt(response.content[:200])!r}", call=call
             ) from exc
@@ -346,70 +346,78 @@ class Session:
         limit = self.policy.retries if retries is None else retries
         while True:
             body = make_body()
-            token = await self._token()
-            headers = self._auth_header(token)
-            headers.update(body.headers())
-            headers["Accept"] = "application/json"
-            request = self._http.build_request(
-                method, url, params=params, content=body.stream(), headers=headers, timeout=timeout
-            )
-            response: httpx.Response | None = None
-            unknown: ApiError | None = None
+            content = body.stream()
             try:
-                with map_transport_errors(call):
-                    response = await self._http.send(request, stream=True)
-                if response.status_code < 300:
-                    with deadline(call, self.timeout):
-                        await response.aread()
-            except (TransportError, ApiTimeoutError) as err:
-                if response is not None:
-                    await self._close(response, call)
-                if not body.started:
-                    # Nothing of the body left this machine: the server cannot have stored it.
-                    if attempt >= limit:
-                        raise
-                    await self._retry_wait(call, attempt, err.message)
-                    attempt += 1
-                    continue
-                unknown = err
-            if response is not None and unknown is None:
-                status = response.status_code
-                if status < 300:
-                    try:
-                        result = parse(self._decode(response, call))
-                    except ProtocolError as err:
-                        # Stored (2xx) but unreadable: look the result up instead.
-                        unknown = err
+                token = await self._token()
+                headers = self._auth_header(token)
+                headers.update(body.headers())
+                headers["Accept"] = "application/json"
+                request = self._http.build_request(
+                    method, url, params=params, content=content, headers=headers, timeout=timeout
+                )
+                response: httpx.Response | None = None
+                unknown: ApiError | None = None
+                try:
+                    with map_transport_errors(call):
+                        response = await self._http.send(request, stream=True)
+                    if response.status_code < 300:
+                        with deadline(call, self.timeout):
+                            await response.aread()
+                except (TransportError, ApiTimeoutError) as err:
+                    if response is not None:
+                        await self._close(response, call)
+                    if not body.started:
+                        # Nothing of the body left this machine: the server cannot have stored it.
+                        if attempt >= limit:
+                            raise
+                        await self._retry_wait(call, attempt, err.message)
+                        attempt += 1
+                        continue
+                    unknown = err
+                if response is not None and unknown is None:
+                    status = response.status_code
+                    if status < 300:
+                        try:
+                            result = parse(self._decode(response, call))
+                        except ProtocolError as err:
+                            # Stored (2xx) but unreadable: look the result up instead.
+                            unknown = err
+                        else:
+                            self._note_date(response)
+                            return result
+                    elif status == 401 and not refreshed:
+                        await self._refresh(token, call, await self._error_body(response, call))
+                        refreshed = True
+                        continue
                     else:
-                        self._note_date(response)
-                        return result
-                elif status == 401 and not refreshed:
-                    await self._refresh(token, call, await self._error_body(response, call))
-                    refreshed = True
-                    continue
-                else:
-                    # A refusal (429, 5xx) means nothing was stored: it may be sent again.
-                    failure = await self._refusal(response, call, attempt, limit)
-                    if failure is not None:
-                        raise failure
-                    attempt += 1
-                    continue
-            assert unknown is not None
-            try:
-                found = await landed()
-            except ApiError as exc:
-                raise UploadOutcomeUnknownError(
-                    f"interrupted ({unknown.message}) and checking whether it was stored "
-                    f"failed ({exc})",
-                    call=call,
-                ) from exc
-            if found is not None:
-                log.info("%s: the interrupted request had been stored (%s)", call, unknown.message)
-                return found
-            if attempt >= limit:
-                raise unknown
-            await self._retry_wait(call, attempt, f"{unknown.message} (not stored)")
-            attempt += 1
+                        # A refusal (429, 5xx) means nothing was stored: it may be sent again.
+                        failure = await self._refusal(response, call, attempt, limit)
+                        if failure is not None:
+                            raise failure
+                        attempt += 1
+                        continue
+                assert unknown is not None
+                try:
+                    found = await landed()
+                except ApiError as exc:
+                    raise UploadOutcomeUnknownError(
+                        f"interrupted ({unknown.message}) and checking whether it was stored "
+                        f"failed ({exc})",
+                        call=call,
+                    ) from exc
+                if found is not None:
+                    log.info(
+                        "%s: the interrupted request had been stored (%s)", call, unknown.message
+                    )
+                    return found
+                if attempt >= limit:
+                    raise unknown
+                await self._retry_wait(call, attempt, f"{unknown.message} (not stored)")
+                attempt += 1
+            finally:
+                # A body httpx stopped reading (a cut upload) is closed here, its file with it.
+                with trio.CancelScope(shield=True):
+                    await content.aclose()
 
 
 class Body(Protocol):
@@ -419,7 +427,7 @@ class Body(Protocol):
 
     def headers(self) -> dict[str, str]: ...
 
-    def stream(self) -> AsyncIterator[bytes]: ...
+    def stream(self) -> AsyncGenerator[bytes, None]: ...
 
 
 class JsonBody:
@@ -432,6 +440,6 @@ class JsonBody:
     def headers(self) -> dict[str, str]:
         return {"Content-Type": "application/json", "Content-Length": str(len(self.payload))}
 
-    async def stream(self) -> AsyncIterator[bytes]:
+    async def stream(self) -> AsyncGenerator[bytes, None]:
         self.started = True
         yield self.payload

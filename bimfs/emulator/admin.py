@@ -9,6 +9,7 @@ from typing import Any
 from starlette.responses import Response
 
 from bimfs.emulator.app import Ctx, HttpError, RouteSpec, State, json_response, read_json, route
+from bimfs.emulator.hostile import ascii_json
 from bimfs.emulator.samples import pseudo_random_chunks
 from bimfs.emulator.storage import NotFound
 from bimfs.emulator.views import attachment_json, project_json, team_json
@@ -40,7 +41,7 @@ class AdminApi:
 
     async def get_faults(self, ctx: Ctx) -> Response:
         """``GET /_emulator/faults``."""
-        return json_response(self.state.faults.as_json())
+        return ascii_json(self.state.faults.as_json())
 
     async def set_faults(self, ctx: Ctx) -> Response:
         """``POST /_emulator/faults``: a partial update; 400 names a bad key or value."""
@@ -49,7 +50,7 @@ class AdminApi:
             self.state.faults.update(body)
         except (TypeError, ValueError) as exc:
             raise HttpError(400, str(exc)) from exc
-        return json_response(self.state.faults.as_json())
+        return ascii_json(self.state.faults.as_json())
 
     async def expire_tokens(self, ctx: Ctx) -> Response:
         """``POST /_emulator/tokens/expire``: every issued access token expires now."""

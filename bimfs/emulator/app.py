@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import Message, Receive, Scope, Send
 
+from bimfs.emulator import hostile
 from bimfs.emulator.faults import Draw, Faults
 from bimfs.emulator.multipart import MultipartError
 from bimfs.emulator.storage import NotFound, Store, UserRec
@@ -336,6 +337,11 @@ class EmulatorApp:
 
         try:
             result = await spec.handler(ctx)
+            held = faults.hold(key) if zone == "v2" else 0.0
+            if held:
+                await asyncio.sleep(held)
+            if zone == "v2" and self.state.faults.settings.answers:
+                result = hostile.rewrite(self.state.faults.settings.answers, key, result)
             if draw.reset and not getattr(result, "handles_reset", False):
                 # Requests that are neither transfers nor uploads lose the answer.
                 await connection.drop()

@@ -1,4 +1,5 @@
-"""Injected faults: latency, failures, throttling, dropped connections, slow streams, quirks.
+"""Injected faults: latency, failures, throttling, dropped connections, slow streams, quirks,
+hostile answers.
 
 Faults apply to ``/v2`` requests only. Every such request draws the same three random numbers
 (fail, throttle, reset) from one ``random.Random`` seeded by ``--fault-seed``, so that a given
@@ -10,6 +11,8 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from bimfs.emulator.hostile import check_rules
 
 
 @dataclass
@@ -24,9 +27,15 @@ class FaultSettings:
     stream_rate: int = 0
     range_enabled: bool = True
     quirks: bool = False
-    # Route keys (``"GET /v2/{slug}/attachments/{id}/download"``) the random faults are limited
-    # to; empty means every /v2 route. Latency and stream_rate always apply to all.
+    # Answers sent this long after the request was handled (an upload is stored, its answer
+    # late: what a client killed or cut off at that moment never learns).
+    hold_ms: float = 0.0
+    # Route keys (``"GET /v2/{slug}/attachments/{id}/download"``) the random faults and
+    # ``hold_ms`` are limited to; empty means every /v2 route. Latency and stream_rate always
+    # apply to all.
     routes: list[str] = field(default_factory=list)
+    # Hostile answers: rules rewriting JSON answers (see ``bimfs.emulator.hostile``).
+    answers: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +79,7 @@ class Faults:
                 if not 0.0 <= rate <= 1.0:
                     raise ValueError(f"{key} must be between 0 and 1")
                 setattr(new, key, rate)
-            elif key in ("latency_ms", "retry_after"):
+            elif key in ("latency_ms", "retry_after", "hold_ms"):
                 amount = _number(key, value)
                 if amount < 0:
                     raise ValueError(f"{key} must not be negative")
@@ -88,6 +97,8 @@ class Faults:
                 if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
                     raise ValueError("routes must be a list of route keys")
                 new.routes = list(value)
+            elif key == "answers":
+                new.answers = check_rules(value)
             else:
                 raise ValueError(f"unknown fault {key}")
         self.settings = new
@@ -106,6 +117,13 @@ class Faults:
         if throttle < s.throttle_rate:
             return Draw(throttle=True)
         return Draw(reset=reset < s.reset_rate)
+
+    def hold(self, route_key: str) -> float:
+        """Seconds to hold the answer of a handled request on this route."""
+        s = self.settings
+        if s.hold_ms <= 0 or (s.routes and route_key not in s.routes):
+            return 0.0
+        return s.hold_ms / 1000.0
 
     def retry_after_header(self) -> str:
         """The ``Retry-After`` value: whole seconds when integral (as HTTP wants)."""

@@ -10,7 +10,9 @@ import os
 import shutil
 import signal
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyfuse3
 import trio
@@ -18,11 +20,15 @@ import trio
 from bimfs.api.auth import load_token_source
 from bimfs.api.client import BimplusClient
 from bimfs.api.errors import ApiError, AuthError, StatusError, TransportError, UnauthorizedError
+from bimfs.api.models import Team
 from bimfs.cache.content import ContentStore
 from bimfs.cache.journal import Journal
 from bimfs.config import Config
+from bimfs.fuse.dead import ClearError, DeadMount, clear, dead_mount_type
 from bimfs.fuse.operations import Operations
 from bimfs.vfs.filesystem import Filesystem
+from bimfs.vfs.known import KnownTree
+from bimfs.vfs.online import unreachable
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +45,23 @@ def check_fuse_available() -> None:
         raise MountError("FUSE is unavailable: fusermount3 not found (apt-get install fuse3)")
 
 
-def check_mountpoint(path: Path) -> None:
-    """The mountpoint must be an existing, empty directory that is not mounted yet."""
-    if not path.exists():
+def check_mountpoint(path: Path) -> str | None:
+    """The mountpoint must be an existing, empty directory that is not mounted yet.
+
+    A dead bimfs mount there (its process ended) is cleared first; the line saying so is
+    returned. A dead mount of another filesystem is refused with what to run.
+    """
+    notice = None
+    dead = dead_mount_type(path)
+    if dead is not None:
+        if not dead.is_bimfs:
+            raise MountError(_dead_elsewhere(path, dead))
+        notice = f"cleared the dead bimfs mount at {path} ({dead.reason}){_clear(path)}"
+    try:
+        exists = path.exists()
+    except OSError as exc:
+        raise MountError(f"cannot use mountpoint {path}: {exc.strerror or exc}") from None
+    if not exists:
         raise MountError(f"mountpoint {path} does not exist (create it with mkdir)")
     if not path.is_dir():
         raise MountError(f"mountpoint {path} is not a directory")
@@ -52,6 +72,43 @@ def check_mountpoint(path: Path) -> None:
             raise MountError(f"mountpoint {path} is not empty")
     except PermissionError as exc:
         raise MountError(f"cannot read mountpoint {path}: {exc.strerror}") from exc
+    return notice
+
+
+def clear_dead_mount(path: Path) -> str | None:
+    """For ``bimfs unmount``: clear a dead bimfs mount at ``path`` and return the line saying
+    so; None when ``path`` is not a dead mount. ``MountError`` when it is a dead mount of
+    another filesystem, or cannot be cleared."""
+    dead = dead_mount_type(path)
+    if dead is None:
+        return None
+    if not dead.is_bimfs:
+        raise MountError(_dead_elsewhere(path, dead))
+    how = _clear(path)
+    return (
+        f"cleared the dead bimfs mount at {path} (its process had ended){how}; saves it had "
+        f"not sent yet are sent by the next mount with the same cache dir"
+    )
+
+
+def _clear(path: Path) -> str:
+    try:
+        lazy = clear(path)
+    except ClearError as exc:
+        raise MountError(f"{exc}; try: fusermount3 -u -z {path}") from None
+    return " lazily, as something still uses it" if lazy else ""
+
+
+def _dead_elsewhere(path: Path, dead: DeadMount) -> str:
+    if dead.fstype == "unknown":
+        return (
+            f"{path} is inside a dead mount ({dead.reason}); unmount that one first "
+            f"(fusermount3 -u on its mountpoint)"
+        )
+    return (
+        f"{path} is a dead {dead.fstype} mount, not bimfs ({dead.reason}); "
+        f"clear it with: fusermount3 -u {path}"
+    )
 
 
 def describe_preflight(exc: ApiError, api_url: str) -> str:
@@ -79,8 +136,31 @@ def fuse_options(config: Config) -> set[str]:
     return options
 
 
-async def serve(config: Config, ready: Callable[[], None]) -> None:
-    """Mount and serve until unmounted or signalled. Calls ``ready()`` once mounted.
+Ready = Callable[[str | None], None]
+
+
+@dataclass
+class Watchers:
+    """Who hears how the mount is doing (a service manager): ``progress`` gets the status
+    summary once mounted and whenever its pending or failed saves change, ``stopping`` is called
+    once shutting down starts (before pending saves are sent)."""
+
+    progress: Callable[[dict[str, Any]], None] | None = None
+    stopping: Callable[[], None] | None = None
+
+    def stop(self) -> None:
+        if self.stopping is not None:
+            self.stopping()
+            self.stopping = None
+
+
+# How often the summary is looked at for ``Watchers.progress``.
+PROGRESS_INTERVAL = 1.0
+
+
+async def serve(config: Config, ready: Ready, watchers: Watchers | None = None) -> None:
+    """Mount and serve until unmounted or signalled. Calls ``ready(note)`` once mounted
+    (``note``: one line for the user, e.g. that the mount started offline, or None).
 
     Raises ``MountError`` (one line) when the mount cannot start.
     """
@@ -88,7 +168,7 @@ async def serve(config: Config, ready: Callable[[], None]) -> None:
     config.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(config.cache_dir, 0o700)
     with _lock_cache_dir(config.cache_dir):
-        await _serve(config, ready)
+        await _serve(config, ready, watchers or Watchers())
 
 
 # glibc's mallopt parameters (malloc.h).
@@ -134,7 +214,28 @@ def _lock_cache_dir(cache_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-async def _serve(config: Config, ready: Callable[[], None]) -> None:
+async def _first_listing(client: BimplusClient, config: Config) -> tuple[list[Team], str | None]:
+    """The account's teams, from the server; when it cannot be reached and this cache dir
+    has seen the account, the last known ones and one line saying the mount starts offline.
+    Without a known tree the mount waits a little longer (three bounds) before giving up."""
+    known: list[Team] | None = KnownTree(config.cache_dir, config.api_url).load(("teams",))
+    bound = config.offline_after * (1 if known is not None else 3)
+    try:
+        with trio.fail_after(bound):
+            return await client.get_teams(), None
+    except (ApiError, trio.TooSlowError) as exc:
+        if isinstance(exc, ApiError) and not unreachable(exc):
+            raise MountError(describe_preflight(exc, config.api_url)) from None
+        reason = exc.message if isinstance(exc, ApiError) else f"no answer within {bound:g} s"
+        if known is None:
+            raise MountError(f"cannot reach the API at {config.api_url}: {reason}") from None
+        return known, (
+            f"cannot reach the API at {config.api_url} ({reason}): mounted offline with "
+            f"the last known listings; saves are kept and sent when it answers again"
+        )
+
+
+async def _serve(config: Config, ready: Ready, watchers: Watchers) -> None:
     try:
         auth = load_token_source(
             token_file=config.token_file,
@@ -147,10 +248,7 @@ async def _serve(config: Config, ready: Callable[[], None]) -> None:
     async with BimplusClient(
         config.api_url, auth, token_type=config.token_type, timeout=config.request_timeout
     ) as client:
-        try:
-            teams = await client.get_teams()
-        except ApiError as exc:
-            raise MountError(describe_preflight(exc, config.api_url)) from None
+        teams, offline = await _first_listing(client, config)
         if config.team and config.team not in {t.slug for t in teams}:
             known = ", ".join(sorted(t.slug for t in teams)) or "none"
             raise MountError(f"no team with slug {config.team!r} (teams: {known})")
@@ -169,12 +267,17 @@ async def _serve(config: Config, ready: Callable[[], None]) -> None:
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(fs.run)
+                if offline is not None:
+                    fs.start_offline(offline)
                 nursery.start_soon(ops.run_invalidator)
-                nursery.start_soon(_watch_signals, fs, config, stop)
-                ready()
+                nursery.start_soon(_watch_signals, fs, config, stop, watchers)
+                ready(offline)
                 log.info("mounted %s at %s", config.api_url, config.mountpoint)
                 nursery.start_soon(_raise_readahead, config.mountpoint)
+                if watchers.progress is not None:
+                    nursery.start_soon(_report_progress, fs, watchers.progress)
                 await pyfuse3.main()
+                watchers.stop()
                 # Unmounted by fusermount3 -u: send what is pending, bounded. After a signal the
                 # drain already ran (bounded) before the unmount.
                 if not stop.terminated and not await fs.drain(config.drain_timeout):
@@ -212,12 +315,30 @@ class _Stop:
     terminated = False
 
 
-async def _watch_signals(fs: Filesystem, config: Config, stop: _Stop) -> None:
+async def _report_progress(fs: Filesystem, progress: Callable[[dict[str, Any]], None]) -> None:
+    """Hand the summary to ``progress`` now and whenever the saves not on the server change."""
+    last: tuple[Any, ...] | None = None
+    while True:
+        try:
+            status = fs.status()
+            counts = status.get("counts", {})
+            now = (status.get("pending"), counts.get("bytes"), counts.get("failed"))
+            if now != last:
+                progress(status)
+                last = now
+        except Exception:  # reporting must never take the mount down
+            log.warning("progress reports stopped", exc_info=True)
+            return
+        await trio.sleep(PROGRESS_INTERVAL)
+
+
+async def _watch_signals(fs: Filesystem, config: Config, stop: _Stop, watchers: Watchers) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info(
                 "received %s: sending pending uploads, then unmounting", signal.Signals(signum).name
             )
+            watchers.stop()
             await fs.drain(config.drain_timeout)
             stop.terminated = True
             pyfuse3.terminate()

@@ -16,7 +16,8 @@ import time
 from bimfs.api.errors import ApiError
 from bimfs.api.models import Team
 from bimfs.config import Config
-from bimfs.vfs.listing import Listings, ProjectListing
+from bimfs.vfs.known import ProjectListing
+from bimfs.vfs.listing import Listings
 from bimfs.vfs.names import NAME_MAX
 from bimfs.vfs.nodes import Attr, DirKind, DirNode, FileNode, Node
 from bimfs.vfs.online import Offline

@@ -10,7 +10,6 @@ Each such copy is recorded here (``<cache-dir>/conflicts.json``) so that its
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -36,13 +35,14 @@ class Conflicts:
     def __init__(self, cache_dir: Path) -> None:
         self.path = cache_dir / "conflicts.json"
         self._records: dict[str, dict[str, Any]] = {}
-        with contextlib.suppress(FileNotFoundError):
-            try:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
-                if isinstance(data, dict):
-                    self._records = {k: v for k, v in data.items() if isinstance(v, dict)}
-            except (OSError, ValueError) as exc:
-                log.warning("conflict list %s unreadable (%s); starting anew", self.path, exc)
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if isinstance(data, dict):
+                self._records = {k: v for k, v in data.items() if isinstance(v, dict)}
+        except FileNotFoundError:
+            pass  # no conflict copy made yet
+        except (OSError, ValueError) as exc:
+            log.warning("conflict list %s unreadable (%s); starting anew", self.path, exc)
 
     def add(self, aid: str, path: str, message: str) -> None:
         self._records[aid] = {"path": path, "message": message, "time": time.time()}

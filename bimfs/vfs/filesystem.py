@@ -38,10 +38,12 @@ from bimfs.vfs.background import Background
 from bimfs.vfs.conflicts import Conflicts
 from bimfs.vfs.errors import FsError, check_name
 from bimfs.vfs.handles import DirHandles, Handle, Handles
+from bimfs.vfs.known import KnownTree
 from bimfs.vfs.listing import Listings
 from bimfs.vfs.names import VERSIONS_DIR, LocalOnlyMatcher, safe_name
 from bimfs.vfs.nodes import Attr, DirKind, DirNode, FileNode, Node
 from bimfs.vfs.online import Connectivity, bounded_remote
+from bimfs.vfs.pins import Pins
 from bimfs.vfs.reads import Reads
 from bimfs.vfs.remote import Remote
 from bimfs.vfs.renames import Renames
@@ -70,7 +72,10 @@ class Filesystem:
         self.server = bounded_remote(remote, self.connectivity)
         self.tree = Tree(config)
         self.rights = Rights(config)
-        self.listings = Listings(config, self.server, self.tree, journal, self.background)
+        self.known = KnownTree(config.cache_dir, config.api_url)
+        self.listings = Listings(
+            config, self.server, self.tree, journal, self.background, self.known
+        )
         self.attributes = Attributes(config, self.rights, self.listings)
         self.reads = Reads(remote, content, self.connectivity)
         self.conflicts = Conflicts(config.cache_dir)
@@ -86,9 +91,13 @@ class Filesystem:
             self.server, self.tree, self.listings, self.staging, self.uploads, self.rights, journal,
             LocalOnlyMatcher(config.local_only),
         )  # fmt: skip
+        self.pins = Pins(
+            config, self.tree, self.listings, self.reads, content, self.connectivity,
+            self.background,
+        )  # fmt: skip
         self.xattrs = Xattrs(
             config, self.server, self.tree, self.listings, self.staging, self.rights, journal,
-            self.uploader, self.background, self.conflicts, self.status,
+            self.uploader, self.background, self.conflicts, self.status, self.pins,
         )  # fmt: skip
         self.handles = Handles()
         self.dir_handles = DirHandles()
@@ -115,7 +124,13 @@ class Filesystem:
             self.background.attach(nursery)
             await nursery.start(self.content.run)
             await nursery.start(self.uploader.run)
+            await nursery.start(self.known.run)
+            self.pins.start()
             task_status.started()
+
+    def start_offline(self, reason: str) -> None:
+        """The server could not be reached at mount time: serve the last known tree."""
+        self.connectivity.went_offline(reason)
 
     async def drain(self, limit: float) -> bool:
         """Send every pending upload now (for at most ``limit`` seconds); True when none is
@@ -144,6 +159,7 @@ class Filesystem:
             cache=self.content.usage(),
         )
         doc["connection"] = self.connectivity.describe()
+        doc["pins"] = self.pins.status()
         doc["online"] = self.connectivity.online
         conflicts = self.conflicts.listing()
         if conflicts:

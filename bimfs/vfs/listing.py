@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -28,6 +27,7 @@ from bimfs.config import Config
 from bimfs.vfs.background import Background
 from bimfs.vfs.errors import first_error
 from bimfs.vfs.keys import UploadTarget, VersionKey
+from bimfs.vfs.known import KnownTree, ProjectListing
 from bimfs.vfs.memory import LARGE_LISTING, give_back_memory
 from bimfs.vfs.names import VERSIONS_DIR, NameRequest, assign_names, version_file_name
 from bimfs.vfs.nodes import DirKind, DirNode, FileNode, LocalData, Node
@@ -38,16 +38,6 @@ from bimfs.vfs.tree import Tree
 log = logging.getLogger(__name__)
 
 PREFETCH_PARALLEL = 8
-
-
-@dataclass
-class ProjectListing:
-    """One project's documents and folder tree, fetched together (two calls, in parallel)."""
-
-    docs: dict[str, Attachment]
-    folders: dict[str, FolderNode]  # every folder node by id
-    doc_folder: dict[str, str]  # attachment id -> folder id (absent: project root)
-    fetched_at: float
 
 
 Change = Callable[[ProjectListing], None]
@@ -63,8 +53,10 @@ class Listings:
         tree: Tree,
         journal: Journal,
         background: Background,
+        known: KnownTree,
     ) -> None:
         self.config = config
+        self.known = known
         self.remote = remote
         self.tree = tree
         self.journal = journal
@@ -87,14 +79,30 @@ class Listings:
 
     async def _get(self, key: tuple[str, ...], load: Callable[[], Awaitable[Any]]) -> Any:
         """The fresh value of ``key``; while the server cannot be reached, the last one known
-        (stale, never an error once something was known)."""
+        (stale, never an error once something was known, in this run or an earlier one)."""
+
+        async def loaded() -> Any:
+            value = await load()
+            self.known.changed(key, value)
+            return value
+
         try:
-            return await self.meta.get(key, load, negative=lambda e: isinstance(e, NotFoundError))
+            return await self.meta.get(key, loaded, negative=lambda e: isinstance(e, NotFoundError))
         except Offline:
             known = self.meta.peek(key)
             if known is None:
+                known = self._from_disk(key)
+            if known is None:
                 raise
             return known
+
+    def _from_disk(self, key: tuple[str, ...]) -> Any | None:
+        """The value an earlier run kept on disk, remembered as known but not fresh."""
+        value = self.known.load(key)
+        if value is not None:
+            self.meta.put(key, value)
+            self.meta.invalidate(key)
+        return value
 
     async def get_teams(self) -> list[Team]:
         teams: list[Team] = await self._get(("teams",), self.remote.get_teams)
@@ -204,6 +212,7 @@ class Listings:
         listing = self._known(slug, pid)
         if listing is not None:
             change(listing)
+            self.known.changed(("listing", slug, pid), listing)
         if self._loading.get((slug, pid)):
             self._change_seq += 1
             self._changes.setdefault((slug, pid), []).append((self._change_seq, change))

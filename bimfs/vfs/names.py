@@ -20,7 +20,8 @@ DOT_STAND_IN = "\u2024"  # ONE DOT LEADER
 DOTDOT_STAND_IN = "\u2025"  # TWO DOT LEADER
 VERSIONS_DIR = "versions"
 
-#: Editor and system temp/lock files that stay on this machine only (INTERFACES §5).
+#: Editor and system temp/lock files that stay on this machine only (INTERFACES §5), matched
+#: with case.
 DEFAULT_LOCAL_ONLY = (
     ".*.swp",
     ".*.swx",
@@ -28,14 +29,24 @@ DEFAULT_LOCAL_ONLY = (
     "4913",
     "*~",
     ".~lock.*#",
-    "~$*",
+    "~$*",  # Microsoft Office owner (lock) files: ~$report.docx
     ".goutputstream-*",
     "lu*.tmp",  # LibreOffice writes a save here, then renames it over the document
-    "~WRL*.tmp",  # Microsoft Office (Word) temp files
-    "~WRD*.tmp",
-    "~RF*.TMP",
     ".DS_Store",
-    "Thumbs.db",
+)
+
+_HEX8 = "[0-9a-f]" * 8
+#: Windows programs' temp and lock files, matched whatever their case (Windows names are
+#: case-insensitive, and the same program writes ``.tmp`` or ``.TMP``).
+DEFAULT_LOCAL_ONLY_ANY_CASE = (
+    "~wr*.tmp",  # Word: ~WRD0000.tmp (the save being written), ~WRL0001.tmp (the original)
+    "~rf*.tmp",  # Office (shared) temp files
+    _HEX8 + ".tmp",  # Excel renames the original to 8 hex digits + .tmp while saving
+    "ppt*.tmp",  # PowerPoint writes its save here, then renames it over the presentation
+    "*.dwl",  # AutoCAD drawing locks, next to the open drawing
+    "*.dwl2",
+    "thumbs.db",
+    "desktop.ini",
 )
 
 
@@ -127,6 +138,10 @@ class LocalOnlyMatcher:
 
     def __init__(self, extra_patterns: Iterable[str] = ()) -> None:
         self.patterns = tuple(DEFAULT_LOCAL_ONLY) + tuple(extra_patterns)
+        self.any_case = DEFAULT_LOCAL_ONLY_ANY_CASE
 
     def __call__(self, name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.patterns)
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in self.patterns):
+            return True
+        folded = name.lower()
+        return any(fnmatch.fnmatchcase(folded, pattern) for pattern in self.any_case)

@@ -78,7 +78,7 @@ class Connectivity:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.offline_since))
         return f"offline since {stamp}"
 
-    def went_offline(self, exc: BaseException | None = None) -> None:
+    def went_offline(self, exc: BaseException | str | None = None) -> None:
         if self.offline_since is not None:
             return
         self.offline_since = time.time()

@@ -213,6 +213,8 @@ class Uploads:
             att = await self._send(entry, plan.target, progress)
             if att is None:
                 return None
+            if self._raced(plan, att):
+                plan, att = await self._after_race(entry, plan, att, progress)
         cache_key = content_key(att)
         take = functools.partial(self.content.adopt, cache_key) if att.size == entry.size else None
         target = plan.target
@@ -286,12 +288,15 @@ class Uploads:
         base = target.base_version
         if base is None or current.version == base:
             return _Plan(target)
-        who = current.changed_by.label if current.changed_by else "someone"
-        message = f"conflict: based on v{base}, server had v{current.version} by {who}"
+        message = _conflict_message(base, current)
         if self.config.on_conflict == "newest-wins":
             log.warning("%s: %s; saved as the newest version (--on-conflict newest-wins)",
                         target.path, message)  # fmt: skip
             return _Plan(dataclasses.replace(target, base_version=current.version))
+        return await self._copy_plan(target, message, current)
+
+    async def _copy_plan(self, target: UploadTarget, message: str, current: Attachment) -> _Plan:
+        """The save goes to a conflict copy next to the document."""
         name = conflict_name(target.file_name, _user_label(await self.remote.me()))
         copy = dataclasses.replace(
             target, op="create", aid=None, base_version=None, file_name=name,
@@ -299,6 +304,64 @@ class Uploads:
         )  # fmt: skip
         log.warning("%s: %s; the save is kept as %s", target.path, message, name)
         return _Plan(copy, conflict=message, server=current, original=target)
+
+    @staticmethod
+    def _raced(plan: _Plan, att: Attachment) -> bool:
+        """Whether another version landed between the check of the server's newest version
+        and our upload: ours did not become the version after its base."""
+        t = plan.target
+        return (
+            plan.conflict is None
+            and not t.creating
+            and t.base_version is not None
+            and att.id == t.aid
+            and att.version > t.base_version + 1
+        )
+
+    async def _after_race(
+        self, entry: JournalEntry, plan: _Plan, att: Attachment, progress: Callable[[int], None]
+    ) -> tuple[_Plan, Attachment]:
+        """Someone saved the same document while ours was being sent (two people saving at
+        once): unless the versions in between are our own, ours is taken back and kept as a
+        conflict copy, as if their version had been seen first."""
+        target = plan.target
+        assert target.aid is not None and target.base_version is not None
+        me = await self.remote.me()
+        versions = await self.remote.list_versions(target.slug, target.aid)
+        # Versions after our save's base: another client's (an interrupted earlier attempt
+        # of this very save would be ours: same size, this account).
+        theirs = [
+            v for v in versions
+            if target.base_version < v.version < att.version
+            and not (
+                entry.attempts > 1
+                and v.size == entry.size
+                and settle.made_by(v.changed_by or v.creator, me)
+            )
+        ]  # fmt: skip
+        if not theirs:
+            return plan, att
+        newest = theirs[-1]
+        who = newest.changed_by.label if newest.changed_by else "someone"
+        message = (
+            f"conflict: based on v{target.base_version}, server had v{newest.version} by {who}"
+        )
+        if self.config.on_conflict == "newest-wins":
+            log.warning("%s: %s; saved as the newest version (--on-conflict newest-wins)",
+                        target.path, message)  # fmt: skip
+            return plan, att
+        try:
+            await self.remote.delete_version(target.slug, target.aid, att.version)
+            current = await self.remote.get_attachment(target.slug, target.aid)
+        except ApiError as exc:
+            log.warning("%s: %s; ours stays the newest version v%d (taking it back failed: %s)",
+                        target.path, message, att.version, exc)  # fmt: skip
+            return plan, att
+        self.listings.meta.invalidate(("versions", target.slug, target.aid))
+        copy_plan = await self._copy_plan(target, message, current)
+        copy = await self._send(entry, copy_plan.target, progress)
+        assert copy is not None  # a create never answers "nothing to send"
+        return copy_plan, copy
 
     def _recreate(self, target: UploadTarget) -> _Plan:
         log.warning(
@@ -437,6 +500,11 @@ class _Plan:
     server: Attachment | None = None  # then: the server's newest version of the document
     original: UploadTarget | None = None  # then: where it would have gone
     replaced_deleted: str | None = None  # re-created: the id of the document deleted meanwhile
+
+
+def _conflict_message(base: int, theirs: Attachment) -> str:
+    who = theirs.changed_by.label if theirs.changed_by else "someone"
+    return f"conflict: based on v{base}, server had v{theirs.version} by {who}"
 
 
 def _user_label(me: frozenset[str]) -> str:

@@ -6,13 +6,17 @@ On files: ``user.bimplus.*`` (id, version, hash, type, ..., tag, classification)
 first upload of a new file), ``user.bimplus.release`` (``1`` shares the latest version). Any
 other name fails with ``ENOTSUP`` unless set to the value it has, so tools that copy attributes
 along skip them quietly. The mount root carries ``user.bimfs.status`` (and its pages) and takes
-``user.bimfs.sync`` (see ``bimfs.vfs.status``).
+``user.bimfs.sync`` (see ``bimfs.vfs.status``). Files and directories answer
+``user.bimfs.pinned`` (``1``/``0``, writable: pins and unpins them) and ``user.bimfs.pin`` (the
+progress of the pin covering them, JSON); neither is listed, so tools that copy attributes
+along never pin a copy (see ``bimfs.vfs.pins``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +31,7 @@ from bimfs.vfs.conflicts import Conflicts
 from bimfs.vfs.errors import FsError
 from bimfs.vfs.listing import Listings
 from bimfs.vfs.nodes import DirKind, DirNode, FileNode, Node
+from bimfs.vfs.pins import Pins
 from bimfs.vfs.remote import Remote
 from bimfs.vfs.rights import Rights
 from bimfs.vfs.staging import Staging
@@ -36,6 +41,8 @@ PREFIX = "user.bimplus."
 STATE = "user.bimfs.state"
 STATUS = "user.bimfs.status"  # on the mount root: JSON for `bimfs status` / `unmount`
 SYNC = "user.bimfs.sync"  # on the mount root: writing it sends pending uploads now
+PINNED = "user.bimfs.pinned"  # 1/0 on files and directories: `bimfs pin` / `unpin`
+PIN = "user.bimfs.pin"  # JSON: the progress of the pin covering a node
 OURS = (PREFIX, "user.bimfs.")
 WRITABLE = ("tag", "classification", "release")  # under user.bimplus.
 
@@ -56,6 +63,7 @@ class Xattrs:
         background: Background,
         conflicts: Conflicts,
         status: Callable[[], dict[str, Any]],
+        pins: Pins,
     ) -> None:
         self.config = config
         self.remote = remote
@@ -68,6 +76,7 @@ class Xattrs:
         self.background = background
         self.conflicts = conflicts
         self.status = status
+        self.pins = pins
 
     def state(self, node: FileNode) -> str:
         """``user.bimfs.state``: synced, pending, uploading, local, failed: <reason>, or
@@ -149,6 +158,13 @@ class Xattrs:
                 return status_doc.encode(self.status())
             if (after := status_doc.page_after(name)) is not None:
                 return status_doc.page(self.journal, self.uploader, after)
+        if name == PINNED:
+            return b"1" if self.pins.covering(node) is not None else b"0"
+        if name == PIN:
+            pin = self.pins.covering(node)
+            if pin is None:
+                raise FsError(errno.ENODATA)
+            return json.dumps(self.pins.describe(pin)).encode()
         value = self.table(node).get(name)
         if value is None:
             raise FsError(errno.ENODATA)
@@ -162,6 +178,9 @@ class Xattrs:
             self.background.spawn(self.uploader.drain, limit)
             return
         text = value.decode("utf-8", errors="replace").strip("\x00")
+        if name == PINNED:
+            await self._set_pinned(node, text.strip())
+            return
         short = name.removeprefix(PREFIX)
         writable = name.startswith(PREFIX) and short in WRITABLE
         if not writable or not isinstance(node, FileNode) or node.is_version_file:
@@ -191,6 +210,14 @@ class Xattrs:
             self.rights.require_update(parent, node.doc, node.path())
             node.doc = await self.remote.update_attachment(slug, aid, **{short: text})
         self.listings.put_doc(slug, parent.pid or "", node.doc)
+
+    async def _set_pinned(self, node: Node, text: str) -> None:
+        if text in ("1", "true", "yes"):
+            await self.pins.pin(node)
+        elif text in ("0", "false", "no"):
+            await self.pins.unpin(node)
+        else:
+            raise FsError(errno.EINVAL, f"write 1 or 0 to {PINNED}")
 
     async def remove(self, node: Node, name: str) -> None:
         raise FsError(errno.EACCES if name.startswith("user.bim") else errno.ENODATA)

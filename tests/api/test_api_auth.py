@@ -119,3 +119,36 @@ async def test_two_processes_sharing_a_stored_login(
         assert await one.get_teams()
     stored = load_credentials(config, emu.url)
     assert stored is not None and stored["refresh_token"] != tokens["refresh_token"]
+
+
+async def test_token_file_is_read_again_after_a_401(
+    emulator: Emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    token_file = tmp_path / "token"
+    first = emulator.issue_token()
+    token_file.write_text(first + "\n")
+    provider = load_token_source(token_file=token_file, env={}, api_url=emulator.url)
+    caplog.set_level("DEBUG")
+    async with BimplusClient(emulator.url, provider, backoff_base=0.0) as client:
+        assert await client.get_teams()
+        emulator.expire_tokens()
+        # Not rotated yet: the file is read again, holds the same token, the call fails.
+        with pytest.raises(UnauthorizedError) as info:
+            await client.get_teams()
+        assert isinstance(info.value.__cause__, AuthError)
+        assert "write a new one" in str(info.value.__cause__)
+        second = emulator.issue_token()
+        token_file.write_text(f"  {second}  \n")
+        assert await client.get_teams()  # 401 with the old token, the file's new one works
+        assert await client.get_teams()
+        # Unreadable for a moment (being rewritten): an error, then the file works again.
+        emulator.expire_tokens()
+        token_file.unlink()
+        with pytest.raises(UnauthorizedError):
+            await client.get_teams()
+        token_file.write_text(emulator.issue_token())
+        assert await client.get_teams()
+    assert emulator.count("GET /v2/teams", 200) == 4
+    assert emulator.count("GET /v2/teams", 401) == 4
+    logged = caplog.text
+    assert first not in logged and second not in logged

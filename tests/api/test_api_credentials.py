@@ -8,11 +8,13 @@ import stat
 from pathlib import Path
 
 import pytest
+import trio
 
 from bimfs.api.auth import (
     LegacyLogin,
     OidcRefresh,
     StaticToken,
+    TokenFile,
     load_token_source,
 )
 from bimfs.api.credentials import (
@@ -61,8 +63,9 @@ def test_token_file_wins_and_is_stripped(tmp_path: Path) -> None:
     provider = load_token_source(
         token_file=token_file, env={"BIMPLUS_TOKEN": "other"}, api_url=API, config_dir=tmp_path
     )
-    assert isinstance(provider, StaticToken)
-    assert provider._token == SECRET
+    assert isinstance(provider, TokenFile)
+    assert trio.run(provider.token) == SECRET
+    assert SECRET not in repr(provider)
 
 
 def test_unreadable_token_file(tmp_path: Path) -> None:

@@ -66,11 +66,10 @@ async def test_malformed_json_is_a_protocol_error_naming_the_call(scripted: Scri
     ("path", "body", "call"),
     [
         ("/teams", {"not": "a list"}, "teams"),
-        ("/teams", [{"name": "no slug", "id": "x"}], "teams"),
-        ("/team/projects", [{"name": "no id"}], "projects"),
+        ("/team/projects", {"id": "p"}, "projects"),
         ("/team/attachments/a1", [1, 2], "attachment"),
-        ("/team/attachments/a1/versions", [None], "versions"),
-        ("/team/projects/p1/structures", [{"id": "f", "children": 5}], "folders"),
+        ("/team/attachments/a1", {"id": "a1", "size": 2**63}, "attachment"),
+        ("/team/attachments/a1/versions", None, "versions"),
         ("/team/projects/p1/structures", "text", "folders"),
         ("/authorize", [], "check"),
     ],
@@ -91,6 +90,30 @@ async def test_wrong_shapes(scripted: ScriptedServer, path: str, body: object, c
                 await client.get_folders("team", "p1")
             else:
                 await client.check_token()
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "call"),
+    [
+        ("/teams", [{"name": "no slug", "id": "x"}], "teams"),
+        ("/team/projects", [{"name": "no id"}], "projects"),
+        ("/team/attachments/a1/versions", [None], "versions"),
+        ("/team/projects/p1/structures", [{"id": "f", "children": 5}], "folders"),
+    ],
+)
+async def test_unusable_entries_are_left_out(
+    scripted: ScriptedServer, path: str, body: object, call: str
+) -> None:
+    scripted.on("GET", path, ok_json(body))
+    async with client_for(scripted) as client:
+        if call == "teams":
+            assert await client.get_teams() == []
+        elif call == "projects":
+            assert await client.get_projects("team") == []
+        elif call == "versions":
+            assert await client.list_versions("team", "a1") == []
+        else:
+            assert await client.get_folders("team", "p1") == []
 
 
 async def test_empty_and_broken_utf8(scripted: ScriptedServer) -> None:

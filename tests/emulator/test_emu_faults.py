@@ -81,6 +81,7 @@ def test_faults_admin_validation(emulator: Emulator) -> None:
         {"fail_rate": 2},
         {"bogus": 1},
         {"latency_ms": -1},
+        {"hold_ms": -1},
         {"quirks": "yes"},
         {"routes": "x"},
     ):
@@ -88,6 +89,22 @@ def test_faults_admin_validation(emulator: Emulator) -> None:
     assert emulator.admin("GET", "/faults") == current
     changed = emulator.admin("POST", "/faults", json={"latency_ms": 5, "stream_rate": 1000})
     assert changed["latency_ms"] == 5 and changed["stream_rate"] == 1000
+
+
+def test_hold_answers_after_storing(emulator: Emulator) -> None:
+    """``hold_ms`` on a route: the upload is stored at once, its answer comes late."""
+    pid = emulator.project_id("bimfs-demo", "Office Building")
+    emulator.set_faults(hold_ms=60_000, routes=["POST /v2/{slug}/projects/{pid}/attachments"])
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            emulator.request(
+                "POST", f"/bimfs-demo/projects/{pid}/attachments",
+                files={"file": ("held.txt", b"held\n")}, timeout=1.0,
+            )  # fmt: skip
+        names = [d["fileName"] for d in emulator.attachments("bimfs-demo", pid)]
+        assert "held.txt" in names  # other routes answer at once
+    finally:
+        emulator.set_faults(hold_ms=0, routes=[])
 
 
 def read_until_reset(emu: Emulator, path: str) -> tuple[int, int]:

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -136,3 +137,89 @@ def test_killed_server_comes_back(emulator: Emulator, mount_factory: Any) -> Non
     names = sorted(d["fileName"] for d in emu.attachments(SLUG, pid))
     assert names == ["a.txt", "b.txt"]
     m.allowed_errors.append("cannot be reached")
+
+
+def test_mount_starts_offline_from_the_last_known_tree(
+    stoppable: Emulator, mount_factory: Any, tmp_path: Path
+) -> None:
+    emu = stoppable
+    cache = tmp_path / "site-cache"
+    first = mount_factory(emu, "--write-back-delay", "0.2", cache_dir=cache)
+    pid, proj = project(emu, first, "known")
+    emu.upload(SLUG, pid, "a.txt", b"a v1\n")
+    emu.upload(SLUG, pid, "unread.txt", b"not read\n")
+    wait_until(lambda: (proj / "a.txt").exists(), 30, "a.txt to show")
+    assert (proj / "a.txt").read_bytes() == b"a v1\n"
+    first.unmount()  # the listings it saw stay in its cache dir
+
+    # Another cache dir never saw the account: refused, one line, as before.
+    token = first.root / "token"
+    mnt = tmp_path / "offline-mnt"
+    mnt.mkdir()
+
+    def mount(cache_dir: Path) -> subprocess.CompletedProcess[str]:
+        return first.bimfs(
+            "mount", str(mnt), "--api-url", emu.url, "--token-file", str(token),
+            "--cache-dir", str(cache_dir), "--offline-after", str(BOUND),
+            "--write-back-delay", "0.2", timeout=60,
+        )  # fmt: skip
+
+    try:
+        offline_mount(emu, mount, mnt, cache, tmp_path / "fresh-cache", pid)
+    finally:
+        # Whatever failed, leave no mount behind.
+        subprocess.run(["fusermount3", "-uz", str(mnt)], check=False, capture_output=True)
+
+
+def offline_mount(
+    emu: Emulator,
+    mount: Callable[[Path], subprocess.CompletedProcess[str]],
+    mnt: Path,
+    cache: Path,
+    fresh: Path,
+    pid: str,
+) -> None:
+    os.kill(emu.pid, signal.SIGSTOP)
+    try:
+        refused = mount(fresh)
+        assert refused.returncode != 0
+        assert len(refused.stderr.splitlines()) == 1, refused.stderr
+        assert "cannot reach the API" in refused.stderr or "failed" in refused.stderr
+
+        took, mounted = timed(lambda: mount(cache))
+        assert mounted.returncode == 0, mounted.stderr
+        assert took < WITHIN + 5, took
+        [line] = mounted.stderr.splitlines()
+        assert "mounted offline" in line, line
+        here = mnt / SLUG / "known"
+        took, names = timed(lambda: sorted(os.listdir(here)))
+        assert took < WITHIN and names == ["a.txt", "unread.txt"], (took, names)
+        assert (here / "a.txt").read_bytes() == b"a v1\n"
+        assert (here / "a.txt").stat().st_size == 5
+        took, result = timed(lambda: (here / "unread.txt").read_bytes())
+        assert took < WITHIN and isinstance(result, OSError), (took, result)
+        (here / "b.txt").write_bytes(b"made offline\n")
+        with open(here / "a.txt", "ab") as fh:
+            fh.write(b"a offline\n")
+        doc = json.loads(os.getxattr(mnt, "user.bimfs.status"))
+        assert doc["connection"].startswith("offline since") and doc["pending"] == 2, doc
+    finally:
+        os.kill(emu.pid, signal.SIGCONT)
+    try:
+        wait_until(
+            lambda: json.loads(os.getxattr(mnt, "user.bimfs.status"))["pending"] == 0,
+            60,
+            "the saves made offline to be sent",
+        )
+        docs = {d["fileName"]: d for d in emu.attachments(SLUG, pid)}
+        assert sorted(docs) == ["a.txt", "b.txt", "unread.txt"]
+        assert emu.download(SLUG, docs["b.txt"]["id"]) == b"made offline\n"
+        assert emu.download(SLUG, docs["a.txt"]["id"]) == b"a v1\na offline\n"
+        assert len(emu.versions(SLUG, docs["a.txt"]["id"])) == 2
+        assert (mnt / SLUG / "known" / "unread.txt").read_bytes() == b"not read\n"
+    finally:
+        done = subprocess.run(
+            [sys.executable, "-m", "bimfs", "unmount", str(mnt)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr

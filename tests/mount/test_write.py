@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -527,3 +528,85 @@ def test_a_reader_sees_what_a_write_only_writer_wrote(emulator: Emulator, mount:
     p.sync()
     assert p.content("shared.bin") == expected
     assert path.read_bytes() == expected
+
+
+@pytest.mark.parametrize("save", ["new document", "new version"])
+def test_kill_9_after_the_server_stored_an_upload_gives_one_version(
+    emulator: Emulator, mount_factory: Any, tmp_path: Path, save: str
+) -> None:
+    """The mount is killed after the server stored the upload but before its answer arrived;
+    the next mount settles it through the server's lists instead of sending it again."""
+    cache = tmp_path / "cache-stored"
+    m = mount_factory(emulator, "--write-back-delay", "0", cache_dir=cache)
+    p = Project(emulator, m, "stored")
+    if save == "new version":
+        p.seed("plan.txt", b"plan v1\n")
+        wait_until(lambda: (p.dir / "plan.txt").exists(), 30, "plan.txt to show")
+        route = "POST /v2/{slug}/attachments/{id}/versions"
+    else:
+        route = "POST /v2/{slug}/projects/{pid}/attachments"
+    emulator.set_faults(hold_ms=60_000, routes=[route])
+    try:
+        (p.dir / "plan.txt").write_bytes(b"plan v2, stored\n")
+
+        def stored() -> bool:
+            doc = p.docs().get("plan.txt")
+            return doc is not None and p.content("plan.txt") == b"plan v2, stored\n"
+
+        wait_until(stored, 30, "the server to store the upload")
+        m.kill()  # its answer is still held by the server
+    finally:
+        emulator.set_faults(hold_ms=0, routes=[])
+    m.start()
+    m.wait_synced()
+    docs = p.docs()
+    assert list(docs) == ["plan.txt"]
+    versions = p.versions("plan.txt")
+    assert len(versions) == (2 if save == "new version" else 1), versions
+    assert (p.dir / "plan.txt").read_bytes() == b"plan v2, stored\n"
+    assert os.getxattr(p.dir / "plan.txt", "user.bimfs.state") == b"synced"
+
+
+def test_two_mounts_saving_one_document_at_once_keep_both(
+    emulator: Emulator, mount_factory: Any
+) -> None:
+    """Two mounts (two computers of the team) append a line to notes.txt and send it at the
+    same moment: one line is the new version, the other a conflict copy next to it, and one
+    warning says so; nothing is buried."""
+    a = mount_factory(emulator, "--write-back-delay", "3600")
+    b = mount_factory(emulator, "--write-back-delay", "3600")
+    p = Project(emulator, a, "two-mounts")
+    doc = p.seed("notes.txt", b"start\n")
+    b_dir = b.p(SLUG, "two-mounts")
+    wait_until(lambda: (b_dir / "notes.txt").exists(), 30, "notes.txt on the second mount")
+    for m, line in ((a, b"from a\n"), (b, b"from b\n")):
+        path = m.p(SLUG, "two-mounts", "notes.txt")
+        assert path.read_bytes() == b"start\n"
+        with open(path, "ab") as fh:
+            fh.write(line)
+    # Both send now, at once.
+    threads = [
+        threading.Thread(target=os.setxattr, args=(m.path, "user.bimfs.sync", b"60"))
+        for m in (a, b)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    a.wait_synced()
+    b.wait_synced()
+    newest = p.content("notes.txt")
+    assert newest in (b"start\nfrom a\n", b"start\nfrom b\n")
+    assert len(p.versions("notes.txt")) == 2
+    copies = [n for n in p.docs() if n.startswith("notes (conflict ")]
+    assert len(copies) == 1, list(p.docs())
+    other = b"start\nfrom b\n" if newest == b"start\nfrom a\n" else b"start\nfrom a\n"
+    assert p.content(copies[0]) == other
+    warnings = [
+        line
+        for m in (a, b)
+        for line in m.log().splitlines()
+        if " WARNING " in line and "conflict: based on v1, server had v2" in line
+    ]
+    assert len(warnings) == 1, warnings
+    assert doc["id"] == p.docs()["notes.txt"]["id"]

@@ -12,6 +12,7 @@ a loopback round trip only). Every helper talks real HTTP to the process.
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -115,8 +116,23 @@ class Emulator(EmulatorProcess):
     def set_faults(self, **faults: Any) -> None:
         """Change faults at run time (``latency_ms``, ``fail_rate``, ``throttle_rate``,
         ``retry_after``, ``reset_rate``, ``stream_rate``, ``range_enabled``, ``quirks``,
-        ``routes``, ``fault_seed``)."""
+        ``hold_ms``, ``routes``, ``fault_seed``)."""
         self.admin("POST", "/faults", json=faults)
+
+    def hostile_answers(self, *rules: dict[str, Any]) -> None:
+        """Rewrite JSON answers (the ``answers`` fault, ``bimfs.emulator.hostile``); none
+        given: answer normally again. Sent with ASCII escapes, so that a rule may hold a lone
+        surrogate."""
+        body = json.dumps({"answers": list(rules)}, ensure_ascii=True)
+        headers = {"Content-Type": "application/json"}
+        self.admin("POST", "/faults", content=body.encode("ascii"), headers=headers)
+
+    def issue_token(self) -> str:
+        """A new access token of the demo user (a legacy login), valid ``--token-ttl``
+        seconds or until ``expire_tokens``."""
+        body = {"user_id": "demo@bimfs.test", "password": "demo", "application_id": "tests"}
+        answer = self.api("POST", "/authorize", json=body, auth=False)
+        return str(answer["access_token"])
 
     def expire_tokens(self) -> None:
         """Expire every issued (non-fixed) access token now."""

@@ -187,3 +187,56 @@ async def test_crash_after_the_server_stored_the_upload(emulator: Emulator, tmp_
     docs = {d["fileName"]: d for d in emulator.attachments(SLUG, proj["id"])}
     assert sorted(docs) == ["model.ifc", "new.txt"]
     assert [v["version"] for v in emulator.versions(SLUG, doc["id"])] == [1, 2]
+
+
+class HeldVersions:
+    """The real client, whose ``create_version`` first lets ``meanwhile`` happen: the moment
+    between the check of the server's newest version and the upload."""
+
+    def __init__(self, remote: Any, meanwhile: Any) -> None:
+        self._remote = remote
+        self._meanwhile = meanwhile
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._remote, name)
+
+    async def create_version(self, *args: Any, **kwargs: Any) -> Any:
+        meanwhile, self._meanwhile = self._meanwhile, None
+        if meanwhile is not None:
+            await trio.to_thread.run_sync(meanwhile)
+        return await self._remote.create_version(*args, **kwargs)
+
+
+@pytest.mark.parametrize("mode", ["copy", "newest-wins"])
+async def test_a_colleague_saving_during_our_upload_is_not_buried(
+    emulator: Emulator, tmp_path: Path, mode: str
+) -> None:
+    """Their version lands after our check and before ours: ours is taken back and kept as a
+    conflict copy (or, with newest-wins, stays the newest with a warning)."""
+    proj = project(emulator, f"race-{mode}")
+    doc = emulator.upload(SLUG, proj["id"], "plan.txt", b"v1\n")
+
+    def colleague() -> None:
+        emulator.new_version(SLUG, doc["id"], "plan.txt", b"v1\ntheirs, saved meanwhile\n")
+
+    async with open_harness(emulator, tmp_path, proj, write_back_delay=60, on_conflict=mode) as h:
+        h.fs.uploads.remote = HeldVersions(h.fs.uploads.remote, colleague)  # type: ignore[assignment]
+        await append(h, "plan.txt", b"ours\n")
+        assert await h.fs.drain(30)
+        contents = [
+            emulator.download(SLUG, doc["id"], int(v["version"]))
+            for v in emulator.versions(SLUG, doc["id"])
+        ]
+        copies = [n for n in h.docs() if n.startswith("plan (conflict ")]
+        if mode == "newest-wins":
+            assert contents == [b"v1\n", b"v1\ntheirs, saved meanwhile\n", b"v1\nours\n"]
+            assert copies == []
+            return
+        assert contents == [b"v1\n", b"v1\ntheirs, saved meanwhile\n"]
+        assert len(copies) == 1, list(h.docs())
+        assert emulator.download(SLUG, h.docs()[copies[0]]["id"]) == b"v1\nours\n"
+        assert await read(h, "plan.txt") == b"v1\ntheirs, saved meanwhile\n"
+        assert await read(h, copies[0]) == b"v1\nours\n"
+        ino = await h.ino(SLUG, proj["name"], copies[0])
+        state = (await h.fs.getxattr(ino, "user.bimfs.state")).decode()
+        assert state == "conflict: based on v1, server had v2 by demo@bimfs.test"

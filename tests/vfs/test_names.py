@@ -81,8 +81,29 @@ def test_local_only_patterns() -> None:
         ".goutputstream-ABC",
         ".DS_Store",
         "Thumbs.db",
+        "THUMBS.DB",
+        "desktop.ini",
         "a.tmpx",
+        "~WRL0001.tmp",
+        "~WRD0000.tmp",
+        "~wrf0003.TMP",
+        "~RF1a2b.TMP",
+        "3E4D1C00.tmp",
+        "3e4d1c00.TMP",
+        "ppt5A1B.tmp",
+        "Ground Floor.dwl",
+        "Ground Floor.dwl2",
     ):
         assert match(name), name
-    for name in ("plan.txt", "sedAbc123", "report.pdf", "x.swp.txt"):
+    for name in (
+        "plan.txt",
+        "sedAbc123",
+        "report.pdf",
+        "x.swp.txt",
+        "5B2A1F00",  # Excel's new content before its rename: an unsent new file
+        "3E4D1C0.tmp",
+        "3E4D1C00X.tmp",
+        "20240501.pdf",
+        "Ground Floor.dwg",
+    ):
         assert not match(name), name

@@ -226,3 +226,15 @@ class Entry:
             f"{self.key.doc_id} v{self.key.version}: no data for"
             f" {limit:g} s at offset {k * self.block_size}"
         )
+
+
+class InUse:
+    """The entries eviction must skip: those in memory (open, streaming or being finalised),
+    and those ``kept`` for offline work (pinned)."""
+
+    def __init__(self, entries: dict[str, Entry], kept: frozenset[str]) -> None:
+        self.entries = entries
+        self.kept = kept
+
+    def __contains__(self, digest: object) -> bool:
+        return digest in self.entries or digest in self.kept

@@ -17,7 +17,7 @@ from typing import Any
 import trio
 
 from bimfs.cache.blocks import BlockSet
-from bimfs.cache.content.entries import Entry, StreamFor
+from bimfs.cache.content.entries import Entry, InUse, StreamFor
 from bimfs.cache.content.index import Index
 from bimfs.cache.content.keys import CachedFile, ContentKey, Fetcher
 from bimfs.cache.content.streams import Stream, Streams, StreamSettings
@@ -101,6 +101,9 @@ class ContentStore:
             ended=self._stream_ended,
         )
         self._fills_since_evict = 0
+        # Entries kept for offline work (``keep``): never evicted, counted in the budget.
+        self._kept: frozenset[str] = frozenset()
+        self._in_use = InUse(self._entries, self._kept)
         self._bytes_served = 0
         self._closed = False
         self._index = Index(self.dir, block_size)
@@ -271,6 +274,24 @@ class ContentStore:
         self.evict_to_budget()
         return True
 
+    def keep(self, digests: frozenset[str]) -> None:
+        """Keep the entries of ``digests`` (``ContentKey.digest``) from eviction, replacing
+        the set kept so far; entries that leave it may be evicted again at once."""
+        released = bool(self._kept - digests)
+        self._kept = self._in_use.kept = digests
+        if released and not self._closed:
+            self.evict_to_budget()
+
+    def is_kept(self, digest: str) -> bool:
+        return digest in self._kept
+
+    def cached_bytes(self, key: ContentKey, digest: str | None = None) -> int:
+        """How many bytes of ``key``'s content the cache holds (its size once complete)."""
+        row = self._index.rows.get(digest or key.digest())
+        if row is None:
+            return 0
+        return key.size if row.complete else min(row.used, key.size)
+
     def usage(self) -> dict[str, Any]:
         """Cache use for ``bimfs status``: bytes, entries, pins, budget, active streams, and
         ``bytes_served``: bytes this store has answered reads with since it started (reads the
@@ -296,6 +317,7 @@ class ContentStore:
         rows = self._index.rows
         return {
             "bytes_used": self._index.used,
+            "kept_bytes": sum(rows[d].used for d in self._kept if d in rows),
             "budget": self.max_bytes,
             "entries": len(rows),
             "complete_entries": sum(1 for r in rows.values() if r.complete),
@@ -317,7 +339,7 @@ class ContentStore:
         room = self._room()
         if room is not None and room < 0:
             budget = min(budget, self._index.used + room)
-        self._index.evict(max(0, budget), self._entries)
+        self._index.evict(max(0, budget), self._in_use)
 
     # ------------------------------------------------------------------------------ entries
 
@@ -403,10 +425,10 @@ class ContentStore:
         if room is None or need <= room:
             return True, 0
         index = self._index
-        if need > room + index.evictable(self._entries):
+        if need > room + index.evictable(self._in_use):
             return False, 0
         trash: list[tuple[Path, int]] = []
-        evicted = index.evict(index.used - (need - room), self._entries, trash)
+        evicted = index.evict(index.used - (need - room), self._in_use, trash)
         if trash:
             # Deleted before the write that needs the space, not by a thread of their own.
             await trio.to_thread.run_sync(index.delete_now, trash)
@@ -587,3 +609,6 @@ class ContentStore:
             if failed is not None:
                 self._write_failed(entry, failed)
             self._maybe_release(entry)
+            if not entry.pins and not self._closed:
+                # Completed after its last close: the close's eviction skipped it.
+                self.evict_to_budget()
