@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bimfs.api.models import parse_time
 from bimfs.vfs.names import safe_name
 from tests.support.emulator import Emulator
 from tests.support.processes import wait_until
@@ -75,3 +76,23 @@ def test_server_change_shows_after_the_directory_ttl(
     # Not later than the TTL, the refresh it starts and the 1 s default timeout allow.
     assert time.monotonic() - start < DIR_TTL + 5
     assert (directory / "kept.txt").read_bytes() == new
+
+
+def test_metadata_set_here_shows_its_new_time_at_once(
+    emulator: Emulator, mount_factory: Any
+) -> None:
+    project = _writable(emulator)
+    emulator.upload("bimfs-demo", project["id"], "tagged.txt", b"content\n")
+    m = mount_factory(emulator, "--dir-ttl", "3600")
+    directory = m.p("bimfs-demo", safe_name(project["name"]))
+    os.listdir(directory)  # attributes the kernel may keep for as long as the listing is fresh
+    before = (directory / "tagged.txt").stat().st_mtime
+    time.sleep(1.1)  # the server's time of the change differs from the save's
+    os.setxattr(directory / "tagged.txt", "user.bimplus.tag", b"checked")
+    doc = emulator.attachment("bimfs-demo", project["id"], "tagged.txt")
+    changed = parse_time(doc["changed"])
+    assert changed is not None and changed > before + 1
+    wait_until(
+        lambda: abs((directory / "tagged.txt").stat().st_mtime - changed) < 0.01,
+        5, "the server's time of the tag change", interval=0.1,
+    )  # fmt: skip
