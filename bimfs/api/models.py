@@ -12,9 +12,10 @@ Times are POSIX timestamps (float seconds, UTC when the server gives no zone) or
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from bimfs.api.entries import (
     MAX_SIZE,
@@ -26,6 +27,8 @@ from bimfs.api.entries import (
 from bimfs.api.errors import ProtocolError
 
 JsonObj = dict[str, Any]
+T = TypeVar("T")
+S = TypeVar("S", str, str | None)
 
 
 def parse_time(value: Any) -> float | None:
@@ -143,6 +146,33 @@ def _require_id(obj: JsonObj, call: str) -> str:
     return ident
 
 
+_SHARED_MAX = 4096
+_shared_values: dict[Any, Any] = {}
+
+
+def _shared(value: T) -> T:
+    """One object for equal small values (the users and rights of thousands of documents in a
+    listing are a handful of distinct ones): a listing holds each once."""
+    known = _shared_values.get(value)
+    if known is not None:
+        return cast(T, known)
+    if len(_shared_values) >= _SHARED_MAX:
+        _shared_values.clear()
+    _shared_values[value] = value
+    return value
+
+
+def _own(text: S) -> S:
+    """A copy of a string taken from a parsed answer, made while the answer is still whole:
+    what a listing keeps is then packed together instead of scattered between the freed
+    objects of the answer (which would keep their memory from being given back)."""
+    return (
+        cast(S, text.encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass"))
+        if text
+        else text
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class User:
     """A Bimplus user as embedded in attachments (``creator``, ``changedBy``, ``sharedBy``)."""
@@ -160,7 +190,8 @@ class User:
             or _str(data.get("fullname"))
             or " ".join(p for p in (_str(data.get("firstname")), _str(data.get("lastname"))) if p)
         )
-        return cls(id=_str(data.get("id")), email=_str(data.get("email")), display_name=name)
+        user = cls(id=_str(data.get("id")), email=_str(data.get("email")), display_name=name)
+        return _shared(user)
 
     @property
     def label(self) -> str:
@@ -181,11 +212,13 @@ class Rights:
     def from_json(cls, data: Any) -> Rights:
         if not isinstance(data, dict):
             return cls()
-        return cls(
-            update=parse_bool(data.get("update"), True),
-            share=parse_bool(data.get("share"), True),
-            delete=parse_bool(data.get("delete"), True),
-            download=parse_bool(data.get("download"), True),
+        return _shared(
+            cls(
+                update=parse_bool(data.get("update"), True),
+                share=parse_bool(data.get("share"), True),
+                delete=parse_bool(data.get("delete"), True),
+                download=parse_bool(data.get("download"), True),
+            )
         )
 
 
@@ -287,23 +320,23 @@ class Attachment:
         if not 0 < version <= MAX_SIZE:
             raise ProtocolError(f"version {_short(version)} is not a version number", call=call)
         return cls(
-            id=ident,
-            file_name=file_name,
-            name=_str(obj.get("name")),
-            type=_str(obj.get("type")) or "application/octet-stream",
+            id=_own(ident),
+            file_name=_own(file_name),
+            name=_own(_str(obj.get("name"))),
+            type=sys.intern(_str(obj.get("type")) or "application/octet-stream"),
             size=size,
             created_at=parse_time(obj.get("createdAt") or obj.get("createAt")),
             changed=parse_time(obj.get("changed")),
             creator=User.from_json(obj.get("creator")),
             changed_by=User.from_json(obj.get("changedBy")),
-            attachment_type=_str(obj.get("attachmentType")) or "Document",
-            hash=_str(obj.get("hash")),
-            classification=_str(obj.get("classification")),
-            tag=_str(obj.get("tag")),
+            attachment_type=sys.intern(_str(obj.get("attachmentType")) or "Document"),
+            hash=_own(_str(obj.get("hash"))),
+            classification=sys.intern(_str(obj.get("classification"))),
+            tag=sys.intern(_str(obj.get("tag"))),
             version=version,
             rights=Rights.from_json(obj.get("rights")),
             release=parse_bool(obj.get("release"), False),
-            related_id=_opt_str(obj.get("relatedId")),
+            related_id=_own(_opt_str(obj.get("relatedId"))),
             shared_date=parse_time(obj.get("sharedDate")),
         )
 

@@ -68,8 +68,11 @@ def entry(attr: Attr) -> pyfuse3.EntryAttributes:
     out = pyfuse3.EntryAttributes()
     out.st_ino = attr.ino
     out.generation = 0
-    out.entry_timeout = ENTRY_TIMEOUT
-    out.attr_timeout = ATTR_TIMEOUT
+    if attr.ttl is None:
+        out.entry_timeout = ENTRY_TIMEOUT
+        out.attr_timeout = ATTR_TIMEOUT
+    else:
+        out.entry_timeout = out.attr_timeout = attr.ttl
     out.st_mode = attr.mode
     out.st_nlink = attr.nlink
     out.st_uid = attr.uid
@@ -268,6 +271,11 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        if not name.startswith(b"user."):
+            # `ls -l` asks for the SELinux label and the ACL of every entry, the kernel for
+            # security.capability before writes: none exists here. Answered before anything
+            # else, as this is most of the requests of listing a large directory.
+            raise pyfuse3.FUSEError(errno.ENODATA)
         return await self.fs.getxattr(inode, _name(name))
 
     @handler

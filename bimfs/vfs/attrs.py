@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 
 from bimfs.api.errors import ApiError
 from bimfs.api.models import Team
 from bimfs.config import Config
+from bimfs.vfs.known import ProjectListing
 from bimfs.vfs.listing import Listings
 from bimfs.vfs.names import NAME_MAX
 from bimfs.vfs.nodes import Attr, DirKind, DirNode, FileNode, Node
 from bimfs.vfs.online import Offline
 from bimfs.vfs.rights import Rights
 
+# Below this many seconds of freshness left, the default timeout is as good.
+MIN_TTL = 1.0
 UNKNOWN_QUOTA = 1 << 50  # 1 PiB: "a large plausible size"
 BLOCK = 4096
 
@@ -57,7 +61,24 @@ class Attributes:
         if times is not None and times[0] == node.generation:
             atime = times[1]
             mtime = mtime if times[2] is None else times[2]
-        return Attr(node.ino, mode, size, mtime, ctime, nlink, uid, gid, atime)
+        ttl = self._ttl(node) if isinstance(node, FileNode) else None
+        return Attr(node.ino, mode, size, mtime, ctime, nlink, uid, gid, atime, ttl)
+
+    def _ttl(self, node: FileNode) -> float | None:
+        """How long the kernel may keep a document's attributes: while the listing they come
+        from is fresh, its document can change only through this mount, which tells the kernel
+        of every change it makes (so ``ls -l`` and ``stat`` of a large project ask for nothing
+        again until then). Default for everything else (content here, open for writing)."""
+        parent = node.parent
+        if node.local is not None or node.writers or node.local_only or node.doc is None:
+            return None
+        if node.version is not None or parent is None:
+            return None
+        listing = parent.listing_token
+        if not isinstance(listing, ProjectListing) or listing.docs.get(node.doc.id) is not node.doc:
+            return None
+        left = listing.fetched_at + self.config.dir_ttl - time.time()
+        return left if left > MIN_TTL else None
 
     def _links(self, d: DirNode) -> int:
         """2 + the subdirectories it lists (``versions/`` only when listed); 1 ("not

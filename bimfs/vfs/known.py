@@ -23,11 +23,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import trio
 
 from bimfs.api.models import Attachment, FolderNode, Project, Rights, Team, User
+from bimfs.vfs.memory import LARGE_LISTING, give_back_memory
 
 log = logging.getLogger(__name__)
 
@@ -209,25 +210,37 @@ class KnownTree:
         if items:
             await trio.to_thread.run_sync(self.write, items)
 
+    def _dump(self, f: TextIO, key: Key, value: Any) -> None:
+        """Write the file of ``key``: one JSON object, a project's documents one at a time (so
+        encoding a large listing never holds all of it encoded, see ``vfs/memory.py``)."""
+        head = {"format": FORMAT, "api_url": self.api_url, "key": list(key), "saved": time.time()}
+        f.write(json.dumps(head, ensure_ascii=True)[:-1] + ', "value": ')
+        if key[0] != "listing":
+            f.write(json.dumps(encode(key, value), ensure_ascii=True) + "}")
+            return
+        f.write('{"docs": [')
+        for n, doc in enumerate(value.docs.values()):
+            f.write((", " if n else "") + json.dumps(encode_attachment(doc), ensure_ascii=True))
+        folders = [encode_folder(folder) for folder in value.folders.values()]
+        f.write('], "folders": ' + json.dumps(folders, ensure_ascii=True))
+        f.write(', "doc_folder": ' + json.dumps(value.doc_folder, ensure_ascii=True) + "}}")
+
     def write(self, items: Iterable[tuple[Key, Any]]) -> None:
+        large = False
         for key, value in items:
             if key[0] not in self.KEPT:
                 continue
+            large = large or (key[0] == "listing" and len(value.docs) >= LARGE_LISTING)
             path = self._path(key)
             tmp = path.with_suffix(".tmp")
             try:
                 self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-                text = json.dumps(
-                    {
-                        "format": FORMAT, "api_url": self.api_url, "key": list(key),
-                        "saved": time.time(), "value": encode(key, value),
-                    },
-                    ensure_ascii=True,
-                )  # fmt: skip
                 with open(tmp, "w", encoding="utf-8") as f:
-                    f.write(text)
+                    self._dump(f, key, value)
                 os.replace(tmp, path)
             except (OSError, ValueError) as exc:
                 with contextlib.suppress(OSError):
                     tmp.unlink()
                 log.warning("could not keep the listing of %s on disk: %s", "/".join(key), exc)
+        if large:
+            give_back_memory()  # what encoding a large listing took for a moment

@@ -28,6 +28,7 @@ from bimfs.vfs.background import Background
 from bimfs.vfs.errors import first_error
 from bimfs.vfs.keys import UploadTarget, VersionKey
 from bimfs.vfs.known import KnownTree, ProjectListing
+from bimfs.vfs.memory import LARGE_LISTING, give_back_memory
 from bimfs.vfs.names import VERSIONS_DIR, NameRequest, assign_names, version_file_name
 from bimfs.vfs.nodes import DirKind, DirNode, FileNode, LocalData, Node
 from bimfs.vfs.online import Offline
@@ -145,12 +146,16 @@ class Listings:
         for top in result["folders"]:
             if top.is_folder:
                 walk(top)
-        return ProjectListing(
+        listing = ProjectListing(
             docs={a.id: a for a in result["docs"]},
             folders=folder_map,
             doc_folder=doc_folder,
             fetched_at=time.time(),
         )
+        result.clear()  # the answers are in the listing now
+        if len(listing.docs) >= LARGE_LISTING:
+            give_back_memory()  # what parsing the answer took for a moment
+        return listing
 
     async def project(self, slug: str, pid: str) -> ProjectListing:
         """The project's listing (fetched when stale), with our own changes applied."""
@@ -427,6 +432,8 @@ class Listings:
             children[name] = node
         self.tree.replace_children(d, children)
         d.listing_token = listing
+        if len(docs) >= LARGE_LISTING:
+            give_back_memory()  # what building the entries took for a moment
 
     def _attach_pending(self, node: FileNode) -> None:
         """A document node seen for the first time shows unsent content from an earlier run."""

@@ -3,7 +3,8 @@
 Nodes are long-lived objects: a document keeps its node (and inode number) across listings,
 renames and uploads, so the kernel's view stays consistent. Directory children are rebuilt from
 the server's listing plus the local overlay (files not yet uploaded, local-only temp files).
-Every attribute a node can have is declared here; nothing is added at run time.
+Every attribute a node can have is declared here (``__slots__``: a project of many thousand
+documents holds as many nodes, so none carries a ``__dict__``); nothing is added at run time.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ class Attr:
     uid: int = 0
     gid: int = 0
     atime: float | None = None  # None: the same as mtime
+    # How long the kernel may keep these attributes and the name's entry (None: the default,
+    # ``bimfs.fuse.operations.ATTR_TIMEOUT``).
+    ttl: float | None = None
 
     @property
     def blocks(self) -> int:
@@ -63,6 +67,8 @@ class Attr:
 
 class Node:
     """Base of all nodes."""
+
+    __slots__ = ("generation", "ino", "lookups", "name", "parent", "removed", "times_set")
 
     ino: int
     name: str
@@ -92,6 +98,22 @@ class Node:
 
 class DirNode(Node):
     """A directory: root, team, project, document folder, versions/ or versions/<doc>/."""
+
+    __slots__ = (
+        "children",
+        "detached",
+        "doc_id",
+        "entity_id",
+        "folder_id",
+        "hidden",
+        "kind",
+        "listing_token",
+        "mtime",
+        "overlay",
+        "pid",
+        "slug",
+        "writable",
+    )
 
     def __init__(
         self,
@@ -177,6 +199,23 @@ class LocalData:
 
 class FileNode(Node):
     """A document (latest version), a version file, a pending new file or a local-only file."""
+
+    __slots__ = (
+        "committing",
+        "created",
+        "deleted",
+        "detached_from",
+        "doc",
+        "kernel_key",
+        "key",
+        "local",
+        "local_only",
+        "open_count",
+        "pending_attrs",
+        "saved_mtime",
+        "version",
+        "writers",
+    )
 
     def __init__(
         self,

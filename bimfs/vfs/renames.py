@@ -174,6 +174,7 @@ class Renames:
         self.rights.require_update(d1, src.doc, src.path())
         updated = await self.remote.update_attachment(d1.slug or "", src.doc.id, file_name=new)
         src.doc = updated
+        self.tree.invalidate_attributes(src.ino)  # the server's time of the rename
         self.tree.move(d1, src, d2, new, overlay=False)
         await self.staging.retarget(src)
         self.listings.put_doc(d1.slug or "", d1.pid or "", updated)
@@ -261,6 +262,7 @@ class Renames:
         node.doc = backup.doc
         if backup is not node:
             self.tree.set_key(backup, LocalKey.fresh())
+            self.tree.invalidate_attributes(backup.ino)  # a local-only file's mode from now on
         self.tree.set_key(node, DocKey(aid))
         node.local_only = False
         node.removed = False

@@ -210,6 +210,7 @@ class Xattrs:
             self.rights.require_update(parent, node.doc, node.path())
             node.doc = await self.remote.update_attachment(slug, aid, **{short: text})
         self.listings.put_doc(slug, parent.pid or "", node.doc)
+        self.tree.invalidate_attributes(node.ino)  # the server's time of the change
 
     async def _set_pinned(self, node: Node, text: str) -> None:
         if text in ("1", "true", "yes"):

@@ -610,7 +610,8 @@ async def test_slow_writes_go_to_a_thread_and_reads_are_served_from_the_queue(
     held = HeldWrites(hold_from=512 * KIB)
     monkeypatch.setattr(writer_module, "timed_pwrite", held)
     try:
-        async with running_store(tmp_path, **SLOW) as store:
+        # No read-ahead window: one stream of the whole range, to see how far it gets.
+        async with running_store(tmp_path, **SLOW, read_ahead=None) as store:
             f = store.open(key_for(data), src.fetch)
             # The first chunk is written inline (no write was timed yet); from then on the
             # worker thread writes, and it is held at 512 KiB: these bytes are only in memory.

@@ -14,9 +14,10 @@ Layout and durability
 Reads and streams
     ``open`` starts nothing. A read waits only for the bytes it needs, not for whole blocks: it
     is answered as soon as a stream has them. A missing block starts a background stream that
-    reads ahead; far reads and slow streams get parallel range streams (``streams``). Streams
-    stop when the last handle of their entry is closed: a reader that stopped early (a ``head``,
-    a thumbnailer) does not make the mount download the rest of a large file.
+    reads ahead, within a window that starts at ``read_ahead`` (one block) and grows while its
+    reader reads on; far reads and slow streams get parallel range streams (``streams``).
+    Streams stop when the last handle of their entry is closed: a reader that stopped early (a
+    ``head``, a thumbnailer) makes the mount download about one block of a large file.
 
 Errors
     A stream that breaks off is retried; then the reads waiting on it fail with the download's

@@ -26,7 +26,7 @@ from bimfs.cache.errors import CacheFullError, ContentTimeoutError
 from bimfs.cache.files import pread_all
 
 if TYPE_CHECKING:
-    from bimfs.cache.content.streams import Stream
+    from bimfs.cache.content.stream import Stream
 
 __all__ = ["Entry", "StreamFor", "Waiter"]
 
@@ -128,6 +128,8 @@ class Entry:
         if where is None:
             return None
         f, s = where
+        for stream in self.streams:
+            stream.reader_at(b)  # a reader that reads on widens its stream's read-ahead
         if s is None:
             assert self.fd is not None
             return pread_all(self.fd, b - a, a)

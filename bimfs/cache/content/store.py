@@ -62,6 +62,7 @@ class ContentStore:
         parallel_below: float | None = 250e6,
         thread_writes_below: float = 1e9,
         min_free: int | None = None,
+        read_ahead: int | None = 1 << 20,
     ) -> None:
         if block_size <= 0 or max_streams <= 0 or max_bytes < 0:
             raise ValueError("block_size and max_streams must be positive, max_bytes >= 0")
@@ -91,6 +92,7 @@ class ContentStore:
                 fetch_retries=fetch_retries,
                 parallel_below=parallel_below,
                 thread_writes_below=thread_writes_below,
+                read_ahead=read_ahead,
             ),
             nursery=self._running,
             prepare=self._prepare,
@@ -228,7 +230,7 @@ class ContentStore:
                 f" ({entry.key.size} bytes)"
             )
         if not entry.complete:
-            stream_for = self._stream_for(entry, f.fetch)
+            stream_for = self._stream_for(entry, f.fetch, whole=True)
             await entry.wait_blocks(0, entry.nblocks, self.read_timeout, stream_for, stall=True)
             if self._nursery is None:
                 raise CacheClosedError("the content store is not running")
@@ -348,11 +350,12 @@ class ContentStore:
             raise CacheClosedError("the content store was shut down")
         return f._entry
 
-    def _stream_for(self, entry: Entry, fetch: Fetcher) -> StreamFor:
-        """What a wait on ``entry`` calls for the stream that will fill a block."""
+    def _stream_for(self, entry: Entry, fetch: Fetcher, *, whole: bool = False) -> StreamFor:
+        """What a wait on ``entry`` calls for the stream that will fill a block (``whole``:
+        for a wait on every block, which no read-ahead window may hold up)."""
 
         def stream_for(k: int, offset: int) -> Stream:
-            return self._streams.stream_for(entry, k, offset, fetch)
+            return self._streams.stream_for(entry, k, offset, fetch, whole=whole)
 
         return stream_for
 

@@ -6,6 +6,16 @@ sequential reader is served by one HTTP request. A read far ahead of every strea
 (``far_distance``) starts its own ranged stream and takes over the rest of the range from the
 stream that would have got there later.
 
+Read-ahead window: a stream started for a reader asks the server only for a window of bytes
+beyond the read (``read_ahead``, one block at first), and waits when it has them. The window
+doubles whenever the reader has read half of what was asked for; once it would grow past
+``read_ahead_max`` the stream asks for the rest of its range in one request. So a sequential
+reader soon gets one long request (a handful of short ones first), while a program that reads
+only the head of a file (a file manager, ``file``, a thumbnailer) costs the server about one
+block; closing the file stops the stream at once. A stream that fills a whole entry for
+``ensure_complete``, the segments of a split stream and a server that ignores ranges have no
+window.
+
 Parallel streams: in a file of at least ``min_parallel_size`` bytes a stream that runs below
 ``parallel_below`` bytes/s over its first ``SPLIT_PROBE`` seconds splits the rest of its range
 into up to ``max_streams`` streams. Several streams pay where each one is held to a rate (a far
@@ -39,7 +49,6 @@ readers have read it (or their file is closed).
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -48,10 +57,19 @@ import trio
 from bimfs.backoff import backoff
 from bimfs.cache.content.entries import Entry
 from bimfs.cache.content.keys import Download, Fetcher
+from bimfs.cache.content.stream import Stream
 from bimfs.cache.content.writer import THREAD_WRITE_MIN, WRITE_BEHIND, Writes
 from bimfs.cache.errors import ContentShortError, ContentSizeError
 
-__all__ = ["MEMORY_AHEAD", "MEMORY_BEHIND", "SPLIT_PROBE", "Stream", "StreamSettings", "Streams"]
+__all__ = [
+    "MEMORY_AHEAD",
+    "MEMORY_BEHIND",
+    "READ_AHEAD_MAX",
+    "SPLIT_PROBE",
+    "Stream",
+    "StreamSettings",
+    "Streams",
+]
 
 log = logging.getLogger("bimfs.cache.content")
 
@@ -67,138 +85,14 @@ MEMORY_BEHIND = 1 << 20
 """How much (bytes) a memory stream keeps before the furthest read served from it, for reads
 that come slightly out of order (the kernel's read-ahead sends several at once)."""
 
+READ_AHEAD_MAX = 16 << 20
+"""The largest read-ahead window (bytes) of a stream following a sequential reader; once it
+would grow past it, the stream fetches the rest of its range in one request."""
+
 # Backoff before the n-th retry of a stream: _RETRY_BASE * 2**(n-1), capped, with jitter.
 _RETRY_BASE = 0.5
 _RETRY_CAP = 8.0
 _JITTER = (0.75, 1.25)
-
-
-class Stream:
-    """One background download writing bytes ``[pos, end_block * block_size)`` of an entry."""
-
-    __slots__ = (
-        "after",
-        "block_size",
-        "closing",
-        "done",
-        "end_block",
-        "entry",
-        "error",
-        "fetch",
-        "from_reader",
-        "from_writer",
-        "last_read",
-        "may_split",
-        "memory",
-        "opened",
-        "pos",
-        "probe",
-        "queue",
-        "queued",
-        "read_to",
-        "received",
-        "scope",
-        "start_block",
-        "started",
-        "to_writer",
-        "write_error",
-        "writer",
-        "wstart",
-    )
-
-    def __init__(
-        self,
-        entry: Entry,
-        fetch: Fetcher,
-        start_block: int,
-        end_block: int,
-        block_size: int,
-        after: Stream | None = None,
-    ) -> None:
-        self.entry = entry
-        self.fetch = fetch
-        self.block_size = block_size
-        self.start_block = start_block
-        # Lowered when another stream takes over the rest of the range; never below pos.
-        self.end_block = end_block
-        self.pos = start_block * block_size
-        # Start of the bytes this stream wrote without a gap up to pos: only blocks inside
-        # [wstart, pos) may be marked filled by it.
-        self.wstart = self.pos
-        # Received chunks not yet in the file, covering [pos, pos + queued) without a gap: the
-        # stream's writer task writes them in order in a worker thread, and reads are served
-        # from them meanwhile. Used only while writes are slow (see thread_writes_below).
-        self.queue: deque[memoryview] = deque()
-        self.queued = 0
-        self.writer: trio.Event | None = None  # set when the writer task has ended
-        self.to_writer = trio.Event()
-        self.from_writer = trio.Event()
-        self.closing = False
-        self.write_error: OSError | None = None
-        # A memory stream (an entry passed through) keeps the queue as its window of received
-        # bytes instead of writing them; pos (= wstart) is where the window starts. read_to is
-        # the furthest end of a read served from the queue; from_reader is set when it moves or
-        # a read waits for this stream.
-        self.memory = entry.passthrough
-        self.read_to = self.pos
-        self.from_reader = trio.Event()
-        self.last_read = trio.current_time()
-        # Set once this stream's response arrived (or it ended). A parallel segment waits for
-        # its leader's, so the request for the bytes a reader is waiting on goes out alone.
-        self.opened = trio.Event()
-        self.after = after
-        # Whether the stream may still split into parallel streams, and (time, bytes received)
-        # at its first chunk, from which its rate is measured.
-        self.may_split = False
-        self.probe: tuple[float, int] | None = None
-        self.received = 0
-        self.started = trio.current_time()
-        self.error: BaseException | None = None
-        self.done = False
-        self.scope = trio.CancelScope()
-
-    @property
-    def end_bytes(self) -> int:
-        return min(self.end_block * self.block_size, self.entry.key.size)
-
-    @property
-    def recv_end(self) -> int:
-        """End of the bytes this stream has: written up to ``pos``, then queued."""
-        return self.pos + self.queued
-
-    def queued_bytes(self, a: int, b: int) -> bytes:
-        """Bytes ``[a, b)`` from the queue (``pos <= a < b <= recv_end``)."""
-        parts = []
-        off = self.pos
-        for chunk in self.queue:
-            end = off + len(chunk)
-            if end > a:
-                parts.append(chunk[max(a, off) - off : min(b, end) - off])
-                if end >= b:
-                    break
-            off = end
-        return parts[0].tobytes() if len(parts) == 1 else b"".join(parts)
-
-    def covers(self, k: int, offset: int) -> bool:
-        """True if this stream will write block ``k`` unless stopped; a memory stream: if it
-        has (or will receive) the bytes from ``offset`` (in block ``k``)."""
-        if self.done or k >= self.end_block:
-            return False
-        if self.memory:
-            return self.pos <= offset
-        return self.pos // self.block_size <= k
-
-    def note_read(self, end: int) -> None:
-        """A read was served bytes up to ``end`` from this stream's queue."""
-        self.last_read = trio.current_time()
-        if end > self.read_to:
-            self.read_to = end
-            self.wake()
-
-    def wake(self) -> None:
-        """Have a memory stream waiting for its readers look again."""
-        self.from_reader.set()
-        self.from_reader = trio.Event()
 
 
 @dataclass(frozen=True)
@@ -212,6 +106,8 @@ class StreamSettings:
     fetch_retries: int
     parallel_below: float | None
     thread_writes_below: float
+    read_ahead: int | None = None
+    read_ahead_max: int = READ_AHEAD_MAX
 
 
 class _WriteFailed(Exception):
@@ -259,24 +155,33 @@ class Streams:
 
     # ------------------------------------------------------------------------------ starting
 
-    def stream_for(self, entry: Entry, k: int, offset: int, fetch: Fetcher) -> Stream:
+    def stream_for(
+        self, entry: Entry, k: int, offset: int, fetch: Fetcher, *, whole: bool = False
+    ) -> Stream:
         """The stream that will fill block ``k`` (of an entry passed through: receive the
-        bytes from ``offset``), started here if no running one will soon."""
+        bytes from ``offset``), started here if no running one will soon. ``whole``: the
+        caller wants every block (``ensure_complete``), so no read-ahead window applies."""
         for s in entry.streams:
             if s.memory != entry.passthrough:
                 continue  # a file stream of an entry passed through: it is being stopped
             if s.covers(k, offset):
                 near = k - s.recv_end // self._block_size < self._far_blocks
                 if entry.no_range or near or len(entry.streams) >= 2 * self.settings.max_streams:
-                    s.wake()  # a memory stream waiting for its readers: one is waiting now
+                    if whole:
+                        s.unlimit()
+                    elif s.ahead_end is not None:
+                        # A read waits for block k: the window reaches to it at least (and
+                        # wider, see _widen_for_waiters, if the read asks for more).
+                        s.ahead_end = max(s.ahead_end, (k + 1) * self._block_size)
+                    s.wake()  # a stream waiting for its readers: one is waiting now
                     return s
                 # A far read: fetch from k now and leave the earlier part to that stream.
                 s.end_block = k
                 s.wake()
                 break
-        return self._start(entry, k, fetch)
+        return self._start(entry, k, fetch, whole)
 
-    def _start(self, entry: Entry, k: int, fetch: Fetcher) -> Stream:
+    def _start(self, entry: Entry, k: int, fetch: Fetcher, whole: bool = False) -> Stream:
         nursery = self._nursery()
         settings = self.settings
         if entry.passthrough:
@@ -307,6 +212,12 @@ class Streams:
         leader = Stream(entry, fetch, bounds[0], bounds[1], self._block_size)
         # With parallel_below, the leader alone first: it splits later if it turns out slow.
         leader.may_split = parallel and settings.parallel_below is not None
+        if settings.read_ahead is not None and segments == 1 and not (whole or entry.no_range):
+            # A reader's stream: a small window first, widened while it reads on. (An entry
+            # passed through has memory streams, which wait for their readers anyway.)
+            leader.window = max(bs, settings.read_ahead)
+            leader.window_max = max(leader.window, settings.read_ahead_max)
+            leader.ahead_end = None if entry.passthrough else (k + -(-leader.window // bs)) * bs
         streams = [leader] + [
             Stream(entry, fetch, bounds[i], bounds[i + 1], self._block_size, after=leader)
             for i in range(1, segments)
@@ -367,6 +278,7 @@ class Streams:
             return
         bounds = [first + (s.end_block - first) * i // n for i in range(n + 1)]
         s.end_block = bounds[1]
+        s.unlimit()  # read on for long at a low rate: a reader that wants it all
         nursery = self._nursery()
         for i in range(1, n):
             stream = Stream(entry, s.fetch, bounds[i], bounds[i + 1], self._block_size)
@@ -387,6 +299,12 @@ class Streams:
                     # Passed through: the reads waiting on this stream start memory streams.
                     return
                 while self._more(s):
+                    if s.ahead_end is not None and s.pos >= s.ahead_end:
+                        # At the end of the read-ahead window: go on for a read that waits
+                        # for bytes beyond it, else wait for the reader.
+                        if not self._widen_for_waiters(s):
+                            await s.from_reader.wait()
+                        continue
                     filled_before = entry.blocks.count
                     received_before = s.received
                     try:
@@ -433,6 +351,21 @@ class Streams:
             entry.notify()
             self._ended(entry)
 
+    def _widen_for_waiters(self, s: Stream) -> bool:
+        """Widen the window of ``s`` over the bytes reads wait for in its range; True if it
+        did (the stream has more to fetch for them)."""
+        assert s.ahead_end is not None
+        need = max(
+            (w.end for w in s.entry.waiters if w.start < s.end_bytes and w.end > s.pos),
+            default=None,
+        )
+        if need is None:
+            return False
+        bs = self._block_size
+        s.ahead_end = max(s.ahead_end, -(-need // bs) * bs)
+        s.reader_at(need)
+        return True
+
     def _more(self, s: Stream) -> bool:
         """Whether ``s`` has more to fetch."""
         if s.memory:
@@ -471,7 +404,8 @@ class Streams:
         writes = self.writes
         size = entry.key.size
         start = s.pos
-        end = s.end_bytes
+        end = s.request_end()
+        s.probe = None  # the rate is measured within one request
         async with s.fetch(start, end) as d:
             if self._whole(s, d, start, end):
                 if not self._take_over_without_ranges(s):
@@ -487,7 +421,7 @@ class Streams:
                 async for chunk in chunks:
                     if s.write_error is not None:
                         raise _WriteFailed(s.write_error)
-                    stop = s.end_bytes
+                    stop = min(s.end_bytes, end)
                     if pos >= stop and chunk and stop == end < size and d.start == 0:
                         # More than the range from 0 asked for, with no length announced: the
                         # whole body after all.
@@ -686,6 +620,7 @@ class Streams:
         entry.no_range = True
         entry.single = s
         s.end_block = entry.nblocks
+        s.unlimit()
         for other in entry.streams:
             if other is not s:
                 # Stop covering anything at once; the cancellation lands at its next await.

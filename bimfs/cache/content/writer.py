@@ -17,7 +17,7 @@ import trio
 from bimfs.cache.files import timed_pwrite
 
 if TYPE_CHECKING:
-    from bimfs.cache.content.streams import Stream
+    from bimfs.cache.content.stream import Stream
 
 __all__ = ["THREAD_WRITE_MIN", "WRITE_BEHIND", "Writes"]
 
