@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bimfs.cli.common import human as _human
+
 PINNED_XATTR = "user.bimfs.pinned"
 PIN_XATTR = "user.bimfs.pin"
 STATUS_XATTR = "user.bimfs.status"
@@ -62,14 +64,6 @@ def run_pin(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------ pin, unpin
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 def _mountpoint(path: Path) -> Path:
