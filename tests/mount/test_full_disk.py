@@ -133,7 +133,8 @@ def test_the_cache_disk_filling_up_during_a_read(
     assert used_bytes(disk) < 2 << 20
     # Room again: the next read keeps what it reads.
     assert sha(cache_mount.p(SLUG, "filling", "other.pdf")) == hashlib.sha256(other).hexdigest()
-    assert cache_mount.status()["cache"]["complete_entries"] == 1
+    # Complete once the bytes read are on the cache disk (written behind the reader when slow).
+    wait_until(lambda: cache_mount.status()["cache"]["complete_entries"] == 1, 30, "other.pdf kept")
     cache_mount.unmount()
     cache_mount.start()
     downloads = emulator.count(DOWNLOAD)
