@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.cli.helpers import Daemon, base_env
+from tests.support.emulator import Emulator
 from tests.support.mount import fail_once
+from tests.support.processes import write_token
 
 
 @pytest.fixture
@@ -29,3 +31,27 @@ def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
 
     yield factory
     fail_once(d.stop for d in daemons)
+
+
+@pytest.fixture
+def token_file(emulator: Emulator, tmp_path: Path) -> Path:
+    """A file holding a valid token of the test's emulator."""
+    return write_token(tmp_path / "token", emulator.token)
+
+
+@pytest.fixture
+def daemon(
+    emulator: Emulator, token_file: Path, daemon_factory: Callable[..., Daemon]
+) -> Callable[..., Daemon]:
+    """``daemon(*args, api_url=None)`` -> a daemon mount of the test's emulator (or of
+    ``api_url``), with ``args`` added to its command line."""
+
+    def start(*args: str, api_url: str | None = None) -> Daemon:
+        d = daemon_factory()
+        d.mount(
+            "--api-url", api_url or emulator.url, "--token-file", token_file,
+            "--cache-dir", d.cache_dir, *args,
+        )  # fmt: skip
+        return d
+
+    return start

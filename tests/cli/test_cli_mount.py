@@ -34,11 +34,6 @@ MountFn = Callable[..., Daemon]
 
 
 @pytest.fixture
-def token_file(emulator: Emulator, tmp_path: Path) -> Path:
-    return write_token(tmp_path / "token", emulator.token)
-
-
-@pytest.fixture
 def mount(emulator: Emulator, token_file: Path, daemon_factory: Callable[..., Daemon]) -> MountFn:
     """``mount(*extra_args)`` -> a mounted daemon on the test's emulator."""
 

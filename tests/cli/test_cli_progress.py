@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -23,26 +22,11 @@ from tests.cli.helpers import (
     server_docs,
 )
 from tests.support.emulator import Emulator
-from tests.support.processes import write_token
 
 pytestmark = pytest.mark.mount
 
 SIZE = r"[\d.]+ (?:B|KiB|MiB)"
 WAITING = re.compile(rf"^waiting for (\d+) saves?, ({SIZE}) left, {SIZE}/s$")
-
-
-@pytest.fixture
-def daemon(
-    emulator: Emulator, tmp_path: Path, daemon_factory: Callable[..., Daemon]
-) -> Callable[..., Daemon]:
-    token = write_token(tmp_path / "token", emulator.token)
-
-    def start(*args: str) -> Daemon:
-        d = daemon_factory()
-        d.mount("--api-url", emulator.url, "--token-file", token, "--cache-dir", d.cache_dir, *args)
-        return d
-
-    return start
 
 
 def test_unmount_shows_the_saves_draining(

@@ -32,14 +32,9 @@ from tests.cli.helpers import (
 from tests.support.emulator import Emulator
 from tests.support.journal import write_pending_creates
 from tests.support.mount import Mount
-from tests.support.processes import pid_alive, write_token
+from tests.support.processes import pid_alive
 
 pytestmark = pytest.mark.mount
-
-
-@pytest.fixture
-def token_file(emulator: Emulator, tmp_path: Path) -> Path:
-    return write_token(tmp_path / "token", emulator.token)
 
 
 def mount(d: Daemon, emulator: Emulator, token_file: Path, *args: str) -> Daemon:

@@ -27,31 +27,11 @@ from tests.cli.helpers import (
 from tests.cli.proxy import GateProxy
 from tests.support.emulator import Emulator
 from tests.support.mount import Mount
-from tests.support.processes import wait_until, write_token
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.mount
 
 MiB = 1 << 20
-
-
-@pytest.fixture
-def token_file(emulator: Emulator, tmp_path: Path) -> Path:
-    return write_token(tmp_path / "token", emulator.token)
-
-
-@pytest.fixture
-def daemon(
-    emulator: Emulator, token_file: Path, daemon_factory: Callable[..., Daemon]
-) -> Callable[..., Daemon]:
-    def start(*args: str, api_url: str | None = None) -> Daemon:
-        d = daemon_factory()
-        d.mount(
-            "--api-url", api_url or emulator.url, "--token-file", token_file,
-            "--cache-dir", d.cache_dir, *args,
-        )  # fmt: skip
-        return d
-
-    return start
 
 
 def status_json(*args: str | Path) -> Any:

@@ -28,23 +28,9 @@ from tests.cli.helpers import (
 )
 from tests.support.emulator import Emulator
 from tests.support.mount import Mount
-from tests.support.processes import pid_alive, wait_until, write_token
+from tests.support.processes import pid_alive, wait_until
 
 pytestmark = pytest.mark.mount
-
-
-@pytest.fixture
-def daemon(
-    emulator: Emulator, tmp_path: Path, daemon_factory: Callable[..., Daemon]
-) -> Callable[..., Daemon]:
-    token = write_token(tmp_path / "token", emulator.token)
-
-    def start(*args: str) -> Daemon:
-        d = daemon_factory()
-        d.mount("--api-url", emulator.url, "--token-file", token, "--cache-dir", d.cache_dir, *args)
-        return d
-
-    return start
 
 
 def test_unmount_sends_the_pending_upload_and_waits_for_it(
