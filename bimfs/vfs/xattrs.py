@@ -150,8 +150,8 @@ class Xattrs:
     async def get(self, node: Node, name: str) -> bytes:
         if not name.startswith(OURS):
             # The kernel asks for security.capability before every write to a file, and `ls`
-            # for ACLs and SELinux labels: answered without building anything.
-            raise FsError(errno.ENODATA)
+            # for ACLs and SELinux labels: namespaces this file system does not have.
+            raise FsError(errno.ENODATA if name.startswith("user.") else errno.ENOTSUP)
         await self._know_root_team(node)
         if node is self.tree.root:
             if name == STATUS:

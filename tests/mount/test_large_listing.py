@@ -3,6 +3,7 @@ listing is fresh, and a change on the server still shows once the directory TTL 
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import time
@@ -43,6 +44,16 @@ def test_ls_l_of_many_documents_matches_the_api(emulator: Emulator, mount_factor
     many = {name: size for name, size in shown.items() if name.startswith("many-")}
     assert len(many) == 3000
     assert all(size == docs[name]["size"] for name, size in many.items())
+    # No SELinux label or ACL namespace: ENOTSUP, after which `ls` stops asking for the
+    # device's other entries (ENODATA would cost two requests per entry).
+    first = m.p("bimfs-demo", safe_name(project["name"]), "many-000001.txt")
+    for name in ("security.selinux", "system.posix_acl_access", "security.capability"):
+        with pytest.raises(OSError) as info:
+            os.getxattr(first, name)
+        assert info.value.errno == errno.ENOTSUP, name
+    with pytest.raises(OSError) as info:
+        os.getxattr(first, "user.bimplus.none")
+    assert info.value.errno == errno.ENODATA
     # A second pass, from what the kernel kept, shows the same.
     again = subprocess.run(
         ["ls", "-l", "--time-style=+%s", str(m.p("bimfs-demo", safe_name(project["name"])))],
