@@ -145,3 +145,17 @@ class LocalOnlyMatcher:
             return True
         folded = name.lower()
         return any(fnmatch.fnmatchcase(folded, pattern) for pattern in self.any_case)
+
+
+def is_backup_name(name: str, new: str) -> bool:
+    """Whether ``new`` is a save's backup of ``name``: what a program renames a document to
+    before it writes the new content under the document's name. AutoCAD (``Model.dwg`` ->
+    ``Model.bak``, the extension in any case), ``Model.dwg.bak``, and SketchUp-style
+    ``Model~.dwg``. (``Model.dwg~``, vim's and Emacs's, is a local-only name anyway.)"""
+    if new == name:
+        return False
+    stem, ext = split_ext(name)
+    folded = new.lower()
+    if folded in (stem.lower() + ".bak", name.lower() + ".bak"):
+        return new[: -len(".bak")] in (stem, name)
+    return bool(ext) and new == f"{stem}~{ext}"

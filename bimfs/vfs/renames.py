@@ -7,7 +7,9 @@
 - rename the target to a backup, write a new file under its name, delete the backup (vim
   ``backupcopy=no``): the document is *detached* from its name (hidden, still on the server);
   the new file under the name becomes its next version (``new_file``); deleting the backup
-  drops only local data, unless nothing was written back (``remove_backup``).
+  drops only local data, unless nothing was written back (``remove_backup``). AutoCAD does the
+  same with the drawing's own backup name (``Model.dwg`` -> ``Model.bak``, ``is_backup_name``)
+  and the new content written to a temp file first and renamed to the drawing's name.
 - rename within a directory (``mv``): the document is renamed on the server.
 - rename to another folder, project or team: ``EXDEV``, so ``mv`` copies and deletes.
 
@@ -25,7 +27,7 @@ from bimfs.cache.journal import UPLOADING, Journal
 from bimfs.vfs.errors import FsError, check_name
 from bimfs.vfs.keys import DocKey, LocalKey, NewKey
 from bimfs.vfs.listing import Listings
-from bimfs.vfs.names import VERSIONS_DIR, LocalOnlyMatcher
+from bimfs.vfs.names import VERSIONS_DIR, LocalOnlyMatcher, is_backup_name
 from bimfs.vfs.nodes import DirKind, DirNode, FileNode, Node
 from bimfs.vfs.remote import Remote
 from bimfs.vfs.rights import Rights
@@ -125,13 +127,27 @@ class Renames:
         new_local = self.local_only(new)
         if not (src.local_only and new_local):
             self.rights.require_change()
-        if new_local:
+        if new_local or self._backup_rename(d1, src, d2, new, dst):
             await self._to_local_only(d1, src, d2, new, dst)
         elif dst is not None:
             assert isinstance(dst, FileNode)
             await self._over(d1, src, d2, new, dst)
         else:
             await self._to_new_name(d1, src, d2, new)
+
+    @staticmethod
+    def _backup_rename(d1: DirNode, src: FileNode, d2: DirNode, new: str, dst: Node | None) -> bool:
+        """A document renamed to its own backup name (AutoCAD's ``Model.dwg`` -> ``Model.bak``)
+        with nothing on the server under that name: the first step of a save that writes the
+        new content under the document's name next, so handled as vim's ``doc~``. A file not
+        on the server yet is renamed as usual: its bytes exist nowhere else."""
+        return (
+            d1 is d2
+            and src.doc is not None
+            and not src.local_only
+            and (dst is None or (isinstance(dst, FileNode) and dst.local_only))
+            and is_backup_name(src.name, new)
+        )
 
     async def _to_local_only(
         self, d1: DirNode, src: FileNode, d2: DirNode, new: str, dst: Node | None

@@ -461,7 +461,9 @@ class Uploads:
         self.tree.set_key(node, DocKey(att.id))
         self.tree.doc_nodes[att.id] = node
         parent = node.parent
-        if parent is not None and parent.overlay.get(node.name) is node:
+        if parent is not None and not node.local_only and parent.overlay.get(node.name) is node:
+            # Shown from the listing from now on. (A backup of its document, `doc~`, stays a
+            # local file under its own name while the document is hidden from its name.)
             del parent.overlay[node.name]
         self._rebase(node, entry, att)
         local = node.local

@@ -15,6 +15,15 @@ and as Excel is seen doing on network shares:
            (on closing the document) delete ~$doc.docx
     Excel: the same with the new content in an 8-hex-digit name without extension (5B2A1F00)
            and the original renamed to an 8-hex-digit name with .tmp (3E4D1C00.tmp)
+
+AutoCAD's save with backups on, as Autodesk documents it ("AutoCAD file save process"):
+
+    open:  create Model.dwl and Model.dwl2 (who has the drawing open)
+    save:  write the drawing to a .tmp
+           delete Model.bak
+           rename Model.dwg -> Model.bak
+           rename the .tmp -> Model.dwg
+    close: delete Model.dwl and Model.dwl2
 """
 
 from __future__ import annotations
@@ -181,6 +190,41 @@ def test_office_save_is_one_version(
         assert smb.listdir() == [doc]
         with smb.open(doc, "rb") as fh:
             assert fh.read() == content
+    assert changes(project.emu) == {NEW_VERSION: 2}
+
+
+def test_autocad_save_with_backup_keeps_the_history(
+    shared: tuple[Project, samba.SambaServer],
+) -> None:
+    """Two AutoCAD saves over SMB: each is the drawing's next version, the backup holds the
+    previous one on the share only, and deleting it at the next save deletes nothing (before,
+    the drawing's history moved to `Model.bak` and was deleted with it at the next save)."""
+    project, server = shared
+    project.seed("Model.dwg", b"AC1032 version one")
+    project.wait_visible("Model.dwg")
+    doc_id = project.server.document("Model.dwg")["id"]
+    project.emu.reset_stats()
+    smb = Smb(project, server)
+    for lock in ("Model.dwl", "Model.dwl2"):
+        smb.write(lock, b"alice on WS-12")
+    contents = [b"AC1032 version two" * 3000, b"AC1032 version three" * 4000]
+    previous = b"AC1032 version one"
+    for n, content in enumerate(contents, start=2):
+        smb.write("atmp5612.tmp", content)
+        if "Model.bak" in smb.listdir():
+            smb.remove("Model.bak")
+        smb.rename("Model.dwg", "Model.bak")
+        smb.rename("atmp5612.tmp", "Model.dwg")
+        project.sync()
+        assert _server_state(project) == {"Model.dwg": list(range(1, n + 1))}
+        assert project.server.document("Model.dwg")["id"] == doc_id
+        assert project.server.content("Model.dwg", n) == content
+        with smb.open("Model.bak", "rb") as fh:
+            assert fh.read() == previous
+        previous = content
+    for lock in ("Model.dwl", "Model.dwl2"):
+        smb.remove(lock)
+    assert smb.listdir() == ["Model.bak", "Model.dwg"]
     assert changes(project.emu) == {NEW_VERSION: 2}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -10,6 +11,7 @@ from bimfs.vfs.names import (
     LocalOnlyMatcher,
     NameRequest,
     assign_names,
+    is_backup_name,
     safe_name,
     split_ext,
     version_file_name,
@@ -107,3 +109,24 @@ def test_local_only_patterns() -> None:
         "Ground Floor.dwg",
     ):
         assert not match(name), name
+
+
+@pytest.mark.parametrize(
+    ("name", "new", "backup"),
+    [
+        ("Model.dwg", "Model.bak", True),
+        ("Model.dwg", "Model.BAK", True),
+        ("MODEL.DWG", "MODEL.BAK", True),
+        ("Model.dwg", "Model.dwg.bak", True),
+        ("Model.dwg", "Model~.dwg", True),
+        ("README", "README.bak", True),
+        ("Model.dwg", "model.bak", False),  # another stem
+        ("Model.dwg", "Other.bak", False),
+        ("Model.bak", "Model.bak", False),
+        ("Model.dwg", "Model.dwg", False),
+        ("README", "README~", False),  # vim's backup: a local-only name already
+        ("Model.dwg", "Model.bak2", False),
+    ],
+)
+def test_backup_names(name: str, new: str, backup: bool) -> None:
+    assert is_backup_name(name, new) is backup

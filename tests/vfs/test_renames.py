@@ -93,6 +93,79 @@ async def test_mv_to_a_backup_and_rm_deletes_the_document(fake: FakeHarness) -> 
     assert fake.docs() == {}
 
 
+async def _autocad_save(fake: FakeHarness, drawing: str, backup: str, data: bytes) -> None:
+    """AutoCAD's save with backups on (Autodesk's "AutoCAD file save process"): the drawing is
+    written to a temp file, the old backup deleted, the drawing renamed to the backup, the
+    temp renamed to the drawing."""
+    await fake.write_file("atmp4711.tmp", data)
+    if await fake.exists(backup):
+        await fake.unlink(backup)
+    await fake.rename(drawing, backup)
+    await fake.rename("atmp4711.tmp", drawing)
+
+
+@pytest.mark.parametrize("backup", ["Model.bak", "Model.BAK", "Model.dwg.bak", "Model~.dwg"])
+async def test_autocad_backup_save_keeps_the_history(fake: FakeHarness, backup: str) -> None:
+    """Each save is the drawing's next version; the backup holds the previous bytes on this
+    machine only, and deleting it at the next save deletes nothing on the server."""
+    doc = fake.server.upload(fake.pid, "Model.dwg", b"drawing v1")
+    await fake.names()
+    await _autocad_save(fake, "Model.dwg", backup, b"drawing v2")
+    assert await fake.read(backup) == b"drawing v1"
+    await fake.sync()
+    await _autocad_save(fake, "Model.dwg", backup, b"drawing v3")
+    await fake.sync()
+    docs = fake.docs()
+    assert list(docs) == ["Model.dwg"] and docs["Model.dwg"].id == doc.id
+    assert fake.versions("Model.dwg") == [1, 2, 3]
+    assert fake.content("Model.dwg") == b"drawing v3"
+    assert await fake.read(backup) == b"drawing v2"
+    assert fake.remote.calls["delete_attachment"] == 0
+
+
+@pytest.mark.parametrize("backup", ["Model.bak", "Model.dwg~"])
+async def test_backup_of_a_save_not_sent_yet(fake: FakeHarness, backup: str) -> None:
+    """The document renamed to its backup while its last save is still pending: that save is
+    sent all the same, and the backup stays visible under its name after it was (it once
+    vanished from the directory with the document hidden, until the next mount)."""
+    fake.server.upload(fake.pid, "Model.dwg", b"v1")
+    await fake.names()
+    await fake.write_file("Model.dwg", b"v2 not sent yet")
+    await fake.rename("Model.dwg", backup)
+    await fake.sync()
+    assert fake.versions("Model.dwg") == [1, 2]
+    assert await fake.names() == [backup]
+    assert await fake.read(backup) == b"v2 not sent yet"
+    await fake.write_file("atmp4711.tmp", b"v3")
+    await fake.rename("atmp4711.tmp", "Model.dwg")
+    await fake.sync()
+    assert sorted(await fake.names()) == sorted([backup, "Model.dwg"])
+    assert fake.versions("Model.dwg") == [1, 2, 3]
+    assert list(fake.docs()) == ["Model.dwg"]
+
+
+async def test_a_bak_made_any_other_way_is_a_document(fake: FakeHarness) -> None:
+    """Only a rename of a document to its own backup name is a save's backup: a `.bak` file
+    copied in, or a rename to another stem's `.bak`, is an ordinary document."""
+    fake.server.upload(fake.pid, "site.dwg", b"site")
+    await fake.names()
+    await fake.write_file("database.bak", b"a database dump")
+    await fake.rename("site.dwg", "other.bak")
+    await fake.sync()
+    assert sorted(fake.docs()) == ["database.bak", "other.bak"]
+    assert fake.content("database.bak") == b"a database dump"
+    assert fake.content("other.bak") == b"site"
+
+
+async def test_mv_to_a_bak_and_rm_deletes_the_document(fake: FakeHarness) -> None:
+    fake.server.upload(fake.pid, "old.dwg", b"x")
+    await fake.names()
+    await fake.rename("old.dwg", "old.bak")
+    await fake.unlink("old.bak")
+    await fake.sync()
+    assert fake.docs() == {}
+
+
 async def test_rename_is_a_rename_on_the_server(fake: FakeHarness) -> None:
     doc = fake.server.upload(fake.pid, "a.txt", b"content")
     await fake.names()
