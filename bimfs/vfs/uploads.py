@@ -205,7 +205,15 @@ class Uploads:
         save's base is never buried (a conflict copy, see ``bimfs.vfs.conflicts``), and a save of
         a document deleted on the server becomes a new document under its name.
         """
+        owner = self.tree.key_nodes.get(parse_key(entry.key))
+        if owner is not None and owner.committing is not None:
+            # Picked up the moment its commit stored it, before the commit came back here and
+            # pointed it at where the file saves now (a base our previous save just became:
+            # without it, a false conflict with our own save).
+            await owner.committing.wait()
+            entry = self.journal.get(entry.id) or entry
         target = UploadTarget.from_meta(entry.meta)
+        asked = target.file_name
         plan = _Plan(target)
         att = await self._earlier_attempt(entry, target) if entry.attempts > 1 else None
         if att is None:
@@ -244,7 +252,10 @@ class Uploads:
             # deletion on the server keeps its own.
             wanted = target.file_name if plan.replaced_deleted else node.name
         else:
-            wanted = node.doc.file_name if node.doc is not None else att.file_name
+            known = node.doc.file_name if node.doc is not None else att.file_name
+            # Renamed here while this upload ran: the name given here. Else the name the
+            # document had on the server when the upload began (a colleague's rename kept).
+            wanted = known if known != asked else target.file_name
         if att.file_name != wanted:
             # Renamed while this upload ran (the server names a document after the file name
             # of its newest upload): the document takes the name it has here now.
@@ -287,6 +298,11 @@ class Uploads:
             return self._recreate(target)
         base = target.base_version
         if base is None or current.version == base:
+            if current.file_name != target.file_name:
+                # Renamed on the server since this mount last saw it (a rename made here is
+                # sent at once): the version keeps that name, as the server would otherwise
+                # rename the document after the file name of its newest upload.
+                target = dataclasses.replace(target, file_name=current.file_name)
             return _Plan(target)
         message = _conflict_message(base, current)
         if self.config.on_conflict == "newest-wins":

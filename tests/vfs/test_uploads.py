@@ -148,7 +148,11 @@ async def test_a_colleague_renamed_the_document_meanwhile(fake: FakeHarness) -> 
     await fake.sync()
     assert [v.version for v in fake.server.versions(doc.id)] == [1, 2]
     assert fake.server.content(doc.id) == b"v2"
-    assert len(fake.docs()) == 1
+    # The version keeps the colleague's name (the server names a document after the file
+    # name of its newest upload, which used to undo the rename).
+    assert list(fake.docs()) == ["b.txt"]
+    assert await fake.names() == ["b.txt"]
+    assert await fake.read("b.txt") == b"v2"
 
 
 async def test_a_colleague_deleted_the_document_meanwhile(fake: FakeHarness) -> None:
@@ -252,6 +256,44 @@ async def test_a_save_committed_while_the_previous_version_uploads(fake: FakeHar
         fake.remote.release_held()
         await wait_for(lambda: fake.versions("a.txt") == [1, 2])
         await wait_for(lambda: not fake.fs.uploader.running())
+        proceed.set()
+    journal.commit = real_commit  # type: ignore[method-assign]
+    await fake.sync()
+    assert list(fake.docs()) == ["a.txt"]
+    assert fake.versions("a.txt") == [1, 2, 3]
+    assert fake.content("a.txt") == b"three"
+
+
+async def test_a_save_stored_while_the_previous_version_uploads(fake: FakeHarness) -> None:
+    """The next save is in the journal (the uploader may pick it up) but its commit has not
+    come back yet when our previous save becomes v2: it is sent on v2, not on v1 (it used to
+    be, now and then, and became a conflict copy of our own save)."""
+    fake.server.upload(fake.pid, "a.txt", b"one")
+    await fake.write_file("a.txt", b"two")
+    fake.remote.hold("create_version")
+    stored, proceed = threading.Event(), threading.Event()
+    journal = fake.fs.journal
+    real_commit = journal.commit
+
+    def stored_then_slow(*args: Any) -> Any:
+        entry = real_commit(*args)
+        stored.set()
+        proceed.wait(10)
+        return entry
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fake.fs.drain, 30)
+        await wait_for(lambda: fake.remote.calls["create_version"] == 1)
+        fh, _ = await fake.fs.open(await fake.dir_ino("a.txt"), os.O_WRONLY | os.O_TRUNC)
+        await fake.fs.write(fh, 0, b"three")
+        journal.commit = stored_then_slow  # type: ignore[method-assign]
+        nursery.start_soon(fake.fs.release, fh)
+        await wait_for(stored.is_set)
+        fake.remote.release_held()
+        await wait_for(lambda: fake.versions("a.txt") == [1, 2])
+        # The uploader has taken the new save (it sent it at once, on v1, before the fix).
+        await wait_for(lambda: bool(fake.fs.uploader.running()))
+        await trio.sleep(0.2)
         proceed.set()
     journal.commit = real_commit  # type: ignore[method-assign]
     await fake.sync()
