@@ -54,21 +54,23 @@ def test_a_listing_with_hostile_entries_shows_the_good_ones(
     # The repaired name reaches the document: the same bytes as on the server.
     assert (project / "\ufffdnotes.txt").read_bytes() == emulator.download(SLUG, notes["id"])
     assert (project / "\ufffdnotes.txt").stat().st_size == notes["size"]
-    # A save of it is a new version of the same document, under the repaired name.
+    # A save of it is a new version of the same document. A save renames nothing: the
+    # version keeps the name the server's own answer for the document gives (only the
+    # listing is hostile here).
     with open(project / "\ufffdnotes.txt", "ab") as fh:
         fh.write(b"one more line\n")
     m.wait_synced()
     versions = emulator.versions(SLUG, notes["id"])
     assert len(versions) == notes["version"] + 1
-    assert versions[-1]["fileName"] == "\ufffdnotes.txt"
+    assert versions[-1]["fileName"] == "notes.txt"
     assert emulator.download(SLUG, notes["id"]).endswith(b"one more line\n")
     skipped = [line for line in m.log().splitlines() if "is skipped" in line]
     assert len(skipped) == 7, m.log()
     assert len([line for line in m.log().splitlines() if "U+FFFD" in line]) == 1
     assert "Traceback" not in m.log()
-    # The server answers properly again: everything is back (the saved one as it was saved).
+    # The server answers properly again: everything is back under its own name.
     emulator.hostile_answers()
-    assert {"costs.csv", "README", "plan.pdf", "\ufffdnotes.txt"} <= set(_eventually(project))
+    assert {"costs.csv", "README", "plan.pdf", "notes.txt"} <= set(_eventually(project))
 
 
 def _eventually(path: os.PathLike[str]) -> list[str]:
