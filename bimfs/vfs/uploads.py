@@ -309,11 +309,21 @@ class Uploads:
             log.warning("%s: %s; saved as the newest version (--on-conflict newest-wins)",
                         target.path, message)  # fmt: skip
             return _Plan(dataclasses.replace(target, base_version=current.version))
-        return await self._copy_plan(target, message, current)
+        return await self._copy_plan(entry, target, message, current)
 
-    async def _copy_plan(self, target: UploadTarget, message: str, current: Attachment) -> _Plan:
-        """The save goes to a conflict copy next to the document."""
-        name = conflict_name(target.file_name, _user_label(await self.remote.me()))
+    async def _copy_plan(
+        self, entry: JournalEntry, target: UploadTarget, message: str, current: Attachment
+    ) -> _Plan:
+        """The save goes to a conflict copy next to the document (a name of its own, should
+        the same file have had another conflict within the minute)."""
+        user = _user_label(await self.remote.me())
+        node = self.tree.key_nodes.get(parse_key(entry.key))
+        taken = node.parent.children if node is not None and node.parent is not None else {}
+        name = conflict_name(target.file_name, user)
+        n = 2
+        while name in taken:
+            name = conflict_name(target.file_name, f"{user} {n}")
+            n += 1
         copy = dataclasses.replace(
             target, op="create", aid=None, base_version=None, file_name=name,
             path=_sibling(target.path, name),
@@ -374,7 +384,7 @@ class Uploads:
                         target.path, message, att.version, exc)  # fmt: skip
             return plan, att
         self.listings.meta.invalidate(("versions", target.slug, target.aid))
-        copy_plan = await self._copy_plan(target, message, current)
+        copy_plan = await self._copy_plan(entry, target, message, current)
         copy = await self._send(entry, copy_plan.target, progress)
         assert copy is not None  # a create never answers "nothing to send"
         return copy_plan, copy

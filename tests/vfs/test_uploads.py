@@ -138,6 +138,22 @@ async def test_a_colleagues_version_is_never_buried(fake: FakeHarness) -> None:
     assert state == "conflict: based on v1, server had v2 by tom.keller@acme.test"
 
 
+async def test_two_conflict_copies_in_one_minute_have_two_names(fake: FakeHarness) -> None:
+    """A second conflict of the same file within the minute gets its own name: a second copy
+    of the same name would show with a name made up by the mount, and elsewhere (the web app,
+    another mount) as two documents of one name."""
+    doc = fake.server.upload(fake.pid, "notes.txt", b"start\n")
+    await fake.names()
+    for n in (1, 2):
+        await fake.append("notes.txt", b"ours %d\n" % n)
+        fake.server.new_version(doc.id, b"theirs %d\n" % n, user=TOM)
+        await fake.sync()
+    copies = sorted(name for name in fake.docs() if name != "notes.txt")
+    assert len(copies) == 2, copies
+    assert re.fullmatch(r"notes \(conflict \d{4}-\d\d-\d\d \d{4} demo( 2)?\)\.txt", copies[0])
+    assert sorted(await fake.names()) == sorted(["notes.txt", *copies])
+
+
 async def test_a_colleague_renamed_the_document_meanwhile(fake: FakeHarness) -> None:
     """A rename is no new version: a save begun before it goes on as the next version."""
     doc = fake.server.upload(fake.pid, "a.txt", b"v1")
