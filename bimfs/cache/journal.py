@@ -121,6 +121,7 @@ class Journal:
         # state -> entry ids, in the order they entered the state
         self._states: dict[str, dict[str, None]] = {state: {} for state in STATES}
         self._bytes = 0
+        self._state_bytes = dict.fromkeys(STATES, 0)  # state -> bytes of its entries
         # Keys whose entries changed and ids of removed entries, once someone asked for them.
         self._changes: tuple[set[str], set[str]] | None = None
         self._seq = 0
@@ -266,10 +267,17 @@ class Journal:
             return self._seq
 
     def usage(self) -> dict[str, int]:
-        """Counts per state and the bytes held."""
+        """Counts per state, the bytes held, and the bytes not on the server yet (pending and
+        uploading: ``pending_bytes``)."""
         with self._lock:
             counts = {state: len(ids) for state, ids in self._states.items()}
-            return {**counts, "entries": len(self._entries), "bytes": self._bytes}
+            pending = self._state_bytes[PENDING] + self._state_bytes[UPLOADING]
+            return {
+                **counts,
+                "entries": len(self._entries),
+                "bytes": self._bytes,
+                "pending_bytes": pending,
+            }
 
     def take_changes(self) -> tuple[set[str], set[str]]:
         """The keys whose entries changed (added, removed, re-keyed, changed state) and the ids
@@ -391,6 +399,8 @@ class Journal:
             self._bytes += entry.size
         else:
             self._bytes += entry.size - old.size
+            self._state_bytes[old.state] -= old.size
+        self._state_bytes[entry.state] += entry.size
         if old is None or old.key != entry.key:
             if old is not None:
                 self._unkey(old)
@@ -406,6 +416,7 @@ class Journal:
         """Forget ``entry`` in every index."""
         held = self._entries.pop(entry.id)
         self._bytes -= held.size
+        self._state_bytes[held.state] -= held.size
         # Usually the oldest entries go first: deleting near the front of a list of 100 000
         # ints moves under a megabyte, far less than the upload that led here.
         del self._order[bisect.bisect_left(self._order, held.seq)]

@@ -60,7 +60,7 @@ def describe(status: dict[str, Any]) -> str:
     failed = counts.get("failed", 0) or 0
     if pending:
         noun = "save" if pending == 1 else "saves"
-        text = f"{pending} {noun} pending, {human(counts.get('bytes', 0) or 0)}"
+        text = f"{pending} {noun} pending, {human(counts.get('pending_bytes', 0) or 0)}"
     else:
         text = "nothing pending" if failed else "all saved"
     if failed:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bimfs.cli.notify import describe
 from tests.cli.helpers import SLUG, new_project, server_docs
 from tests.cli.proxy import GateProxy
 from tests.support.emulator import Emulator
@@ -115,3 +116,13 @@ def test_ready_status_and_stopping_reach_the_service_manager(
         manager.sock.close()
     assert all("READY" not in m for m in manager.messages[1:]), manager.messages
     assert mount.problems() == []
+
+
+def test_the_status_line_counts_the_bytes_still_to_send() -> None:
+    """A failed save is counted as failed, not in the bytes still to send."""
+    counts = {"pending": 1, "uploading": 1, "failed": 1, "bytes": 3 << 20, "pending_bytes": 3072}
+    status = {"pending": 2, "counts": counts, "online": True}
+    assert describe(status) == "2 saves pending, 3.0 KiB; 1 failed (bimfs status)"
+    counts = {"pending": 0, "uploading": 0, "failed": 1, "bytes": 3 << 20, "pending_bytes": 0}
+    status = {"pending": 0, "counts": counts, "online": False}
+    assert describe(status) == "nothing pending; 1 failed (bimfs status); offline"
