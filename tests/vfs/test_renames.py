@@ -84,11 +84,12 @@ async def test_vim_backup_pattern_keeps_the_history(fake: FakeHarness) -> None:
     assert fake.content("notes.md") == b"first\nsecond\n"
 
 
-async def test_mv_to_a_backup_and_rm_deletes_the_document(fake: FakeHarness) -> None:
-    fake.server.upload(fake.pid, "old.txt", b"x")
+@pytest.mark.parametrize("backup", ["old.dwg~", "old.bak"])
+async def test_mv_to_a_backup_and_rm_deletes_the_document(fake: FakeHarness, backup: str) -> None:
+    fake.server.upload(fake.pid, "old.dwg", b"x")
     await fake.names()
-    await fake.rename("old.txt", "old.txt~")
-    await fake.unlink("old.txt~")
+    await fake.rename("old.dwg", backup)
+    await fake.unlink(backup)
     await fake.sync()
     assert fake.docs() == {}
 
@@ -155,15 +156,6 @@ async def test_a_bak_made_any_other_way_is_a_document(fake: FakeHarness) -> None
     assert sorted(fake.docs()) == ["database.bak", "other.bak"]
     assert fake.content("database.bak") == b"a database dump"
     assert fake.content("other.bak") == b"site"
-
-
-async def test_mv_to_a_bak_and_rm_deletes_the_document(fake: FakeHarness) -> None:
-    fake.server.upload(fake.pid, "old.dwg", b"x")
-    await fake.names()
-    await fake.rename("old.dwg", "old.bak")
-    await fake.unlink("old.bak")
-    await fake.sync()
-    assert fake.docs() == {}
 
 
 async def test_rename_is_a_rename_on_the_server(fake: FakeHarness) -> None:

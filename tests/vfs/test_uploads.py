@@ -246,9 +246,14 @@ async def test_a_save_committed_while_the_first_upload_ends(fake: FakeHarness) -
     assert await fake.read("a.txt") == b"second"
 
 
-async def test_a_save_committed_while_the_previous_version_uploads(fake: FakeHarness) -> None:
+@pytest.mark.parametrize("stored", [False, True], ids=["committing", "stored"])
+async def test_a_save_committed_while_the_previous_version_uploads(
+    fake: FakeHarness, stored: bool
+) -> None:
     """Our previous save becomes v2 while the next one is being committed: the next one
-    builds on v2 (no conflict with our own save)."""
+    builds on v2 (no conflict with our own save). ``stored``: the next save is already in the
+    journal (the uploader may pick it up) but its commit has not come back yet; it was sent on
+    v1 now and then, and became a conflict copy of our own save."""
     fake.server.upload(fake.pid, "a.txt", b"one")
     await fake.write_file("a.txt", b"two")
     fake.remote.hold("create_version")
@@ -257,9 +262,10 @@ async def test_a_save_committed_while_the_previous_version_uploads(fake: FakeHar
     real_commit = journal.commit
 
     def slow_commit(*args: Any) -> Any:
+        entry = real_commit(*args) if stored else None
         entered.set()
         proceed.wait(10)
-        return real_commit(*args)
+        return entry if stored else real_commit(*args)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(fake.fs.drain, 30)
@@ -271,45 +277,12 @@ async def test_a_save_committed_while_the_previous_version_uploads(fake: FakeHar
         await wait_for(entered.is_set)
         fake.remote.release_held()
         await wait_for(lambda: fake.versions("a.txt") == [1, 2])
-        await wait_for(lambda: not fake.fs.uploader.running())
-        proceed.set()
-    journal.commit = real_commit  # type: ignore[method-assign]
-    await fake.sync()
-    assert list(fake.docs()) == ["a.txt"]
-    assert fake.versions("a.txt") == [1, 2, 3]
-    assert fake.content("a.txt") == b"three"
-
-
-async def test_a_save_stored_while_the_previous_version_uploads(fake: FakeHarness) -> None:
-    """The next save is in the journal (the uploader may pick it up) but its commit has not
-    come back yet when our previous save becomes v2: it is sent on v2, not on v1 (it used to
-    be, now and then, and became a conflict copy of our own save)."""
-    fake.server.upload(fake.pid, "a.txt", b"one")
-    await fake.write_file("a.txt", b"two")
-    fake.remote.hold("create_version")
-    stored, proceed = threading.Event(), threading.Event()
-    journal = fake.fs.journal
-    real_commit = journal.commit
-
-    def stored_then_slow(*args: Any) -> Any:
-        entry = real_commit(*args)
-        stored.set()
-        proceed.wait(10)
-        return entry
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(fake.fs.drain, 30)
-        await wait_for(lambda: fake.remote.calls["create_version"] == 1)
-        fh, _ = await fake.fs.open(await fake.dir_ino("a.txt"), os.O_WRONLY | os.O_TRUNC)
-        await fake.fs.write(fh, 0, b"three")
-        journal.commit = stored_then_slow  # type: ignore[method-assign]
-        nursery.start_soon(fake.fs.release, fh)
-        await wait_for(stored.is_set)
-        fake.remote.release_held()
-        await wait_for(lambda: fake.versions("a.txt") == [1, 2])
-        # The uploader has taken the new save (it sent it at once, on v1, before the fix).
-        await wait_for(lambda: bool(fake.fs.uploader.running()))
-        await trio.sleep(0.2)
+        if stored:
+            # The uploader has taken the new save: a moment for it to send it, were it to.
+            await wait_for(lambda: bool(fake.fs.uploader.running()))
+            await trio.sleep(0.2)
+        else:
+            await wait_for(lambda: not fake.fs.uploader.running())
         proceed.set()
     journal.commit = real_commit  # type: ignore[method-assign]
     await fake.sync()
