@@ -155,7 +155,6 @@ def is_backup_name(name: str, new: str) -> bool:
     if new == name:
         return False
     stem, ext = split_ext(name)
-    folded = new.lower()
-    if folded in (stem.lower() + ".bak", name.lower() + ".bak"):
-        return new[: -len(".bak")] in (stem, name)
+    if new[-4:].lower() == ".bak":
+        return new[:-4] in (stem, name)
     return bool(ext) and new == f"{stem}~{ext}"
