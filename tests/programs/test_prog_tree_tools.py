@@ -232,6 +232,13 @@ def test_cp_r_find_du_and_git_add_do_not_descend_into_versions(
     ok(["cp", "-r", project.dir, tmp_path / "copy"])
     assert local_files(tmp_path / "copy") == expected
     assert local_dirs(tmp_path / "copy") == {"sub"}  # no versions/ copied
+    # Copies that carry ACLs and extended attributes along ask the mount for them: it has no
+    # ACL or security namespace (ENOTSUP), which they take as "none", and they succeed.
+    ok(["cp", "-a", project.dir, tmp_path / "archive"])
+    assert local_files(tmp_path / "archive") == expected
+    ok(["rsync", "-aAX", f"{project.dir}/", f"{tmp_path / 'rsynced'}/"])
+    assert local_files(tmp_path / "rsynced") == expected
+    ok(["ls", "-lR", project.dir])
 
     ok(["git", "-c", "init.defaultBranch=main", "init", "-q", tmp_path / "repo"])
     git = ["git", f"--git-dir={tmp_path / 'repo' / '.git'}", f"--work-tree={project.dir}"]

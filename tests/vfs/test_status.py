@@ -66,6 +66,7 @@ async def test_summary_and_pages_of_thousands_of_saves(
     assert summary["counts"] == {
         "pending": 4975, "uploading": 0, "failed": 25, "entries": 5000,
         "bytes": sum(len(b"%d" % i) for i in range(5000)),
+        "pending_bytes": sum(len(b"%d" % i) for i in range(5000) if not 5 <= i < 30),
     }  # fmt: skip
     assert [u["path"] for u in summary["uploads"]] == paths[:20]
     assert [f["path"] for f in summary["failed"]] == paths[5:25]
