@@ -46,7 +46,7 @@ from bimfs.vfs.online import Connectivity, bounded_remote
 from bimfs.vfs.pins import Pins
 from bimfs.vfs.reads import Reads
 from bimfs.vfs.remote import Remote
-from bimfs.vfs.renames import Renames
+from bimfs.vfs.renames import BACKUP_GRACE_MIN, Renames
 from bimfs.vfs.rights import Rights
 from bimfs.vfs.staging import Staging
 from bimfs.vfs.tree import Tree
@@ -89,7 +89,8 @@ class Filesystem:
         )
         self.renames = Renames(
             self.server, self.tree, self.listings, self.staging, self.uploads, self.rights, journal,
-            LocalOnlyMatcher(config.local_only),
+            LocalOnlyMatcher(config.local_only), self.background,
+            max(config.write_back_delay, BACKUP_GRACE_MIN),
         )  # fmt: skip
         self.pins = Pins(
             config, self.tree, self.listings, self.reads, content, self.connectivity,

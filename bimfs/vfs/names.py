@@ -150,11 +150,18 @@ class LocalOnlyMatcher:
 def is_backup_name(name: str, new: str) -> bool:
     """Whether ``new`` is a save's backup of ``name``: what a program renames a document to
     before it writes the new content under the document's name. AutoCAD (``Model.dwg`` ->
-    ``Model.bak``, the extension in any case), ``Model.dwg.bak``, and SketchUp-style
-    ``Model~.dwg``. (``Model.dwg~``, vim's and Emacs's, is a local-only name anyway.)"""
+    ``Model.bak``, the extension in any case), ``Model.dwg.bak``, SketchUp-style
+    ``Model~.dwg`` and Revit-style numbered backups (``Model.0001.rvt``). (``Model.dwg~``,
+    vim's and Emacs's, is a local-only name anyway.)"""
     if new == name:
         return False
     stem, ext = split_ext(name)
     if new[-4:].lower() == ".bak":
         return new[:-4] in (stem, name)
-    return bool(ext) and new == f"{stem}~{ext}"
+    if not ext or not new.endswith(ext):
+        return False
+    middle = new[: -len(ext)]
+    if middle == stem + "~":
+        return True
+    number = middle[-4:]
+    return middle[:-5] == stem and middle[-5:-4] == "." and number.isascii() and number.isdigit()

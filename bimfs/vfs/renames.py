@@ -9,7 +9,9 @@
   the new file under the name becomes its next version (``new_file``); deleting the backup
   drops only local data, unless nothing was written back (``remove_backup``). AutoCAD does the
   same with the drawing's own backup name (``Model.dwg`` -> ``Model.bak``, ``is_backup_name``)
-  and the new content written to a temp file first and renamed to the drawing's name.
+  and the new content written to a temp file first and renamed to the drawing's name; if no
+  file follows under the drawing's name within the grace, the rename is made on the server
+  after all (``_settle_backup``).
 - rename within a directory (``mv``): the document is renamed on the server.
 - rename to another folder, project or team: ``EXDEV``, so ``mv`` copies and deletes.
 
@@ -21,9 +23,14 @@ identity and name (``Staging.retarget``).
 from __future__ import annotations
 
 import errno
+import logging
 
+import trio
+
+from bimfs.api.errors import ApiError
 from bimfs.api.models import Attachment
 from bimfs.cache.journal import UPLOADING, Journal
+from bimfs.vfs.background import Background
 from bimfs.vfs.errors import FsError, check_name
 from bimfs.vfs.keys import DocKey, LocalKey, NewKey
 from bimfs.vfs.listing import Listings
@@ -34,6 +41,13 @@ from bimfs.vfs.rights import Rights
 from bimfs.vfs.staging import Staging
 from bimfs.vfs.tree import Tree
 from bimfs.vfs.uploads import Uploads
+
+log = logging.getLogger(__name__)
+
+BACKUP_GRACE_MIN = 1.0
+"""The least time (seconds; else the write-back delay) a document renamed to its backup name
+waits for the save that follows (AutoCAD's comes within milliseconds) before it counts as
+renamed."""
 
 
 class Renames:
@@ -49,6 +63,8 @@ class Renames:
         rights: Rights,
         journal: Journal,
         local_only: LocalOnlyMatcher,
+        background: Background,
+        backup_grace: float,
     ) -> None:
         self.remote = remote
         self.tree = tree
@@ -58,6 +74,10 @@ class Renames:
         self.rights = rights
         self.journal = journal
         self.local_only = local_only
+        self.background = background
+        # How long a document renamed to its backup name waits for the save that writes its
+        # new content under its name before the rename is made on the server.
+        self.backup_grace = backup_grace
 
     # ---------------------------------------------------------------- new files
 
@@ -161,6 +181,10 @@ class Renames:
                 d1.detached[src.name] = src.doc.id
                 d1.hidden.add(src.doc.id)
                 src.detached_from = (d1, src.name)
+                if not self.local_only(new):
+                    # A backup by its name only (``Model.bak``): a rename after all unless
+                    # the save follows within the grace.
+                    self.background.spawn(self._settle_backup, d1, src, src.name, src.doc.id)
             else:
                 # A new, never-sent file turned into a temp file: keep its bytes here only.
                 for entry in self.journal.by_key(str(src.key)):
@@ -168,6 +192,41 @@ class Renames:
                         self.staging.take_back(src, entry)
             src.local_only = True
         self.tree.move(d1, src, d2, new, overlay=True)
+
+    async def _settle_backup(self, home: DirNode, node: FileNode, old_name: str, aid: str) -> None:
+        """A document renamed to its backup name (``mv plan.dwg plan.bak``) and nothing saved
+        under its name within the grace: the rename was meant, and is made on the server."""
+        await trio.sleep(self.backup_grace)
+        if (
+            home.detached.get(old_name) != aid
+            or node.detached_from != (home, old_name)
+            or node.removed
+            or node.parent is not home
+            or node.doc is None
+            or self.local_only(node.name)
+        ):
+            return  # claimed by a save, deleted, renamed back or to a temp name meanwhile
+        # Decided now: a save under the old name from here on is a new file.
+        del home.detached[old_name]
+        node.detached_from = None
+        try:
+            self.rights.require_update(home, node.doc, node.path())
+            updated = await self.remote.update_attachment(home.slug or "", aid, file_name=node.name)
+        except (FsError, ApiError) as exc:
+            log.warning("%s: shown on this machine only; renaming %s failed: %s",
+                        node.path(), old_name, exc)  # fmt: skip
+            home.detached.setdefault(old_name, aid)
+            node.detached_from = (home, old_name)
+            return
+        node.doc = updated
+        node.local_only = False
+        home.hidden.discard(aid)
+        self.tree.invalidate_attributes(node.ino)  # a document's mode and times again
+        if node.parent is home and not node.removed:
+            self.tree.move(home, node, home, node.name, overlay=False)
+        self.listings.put_doc(home.slug or "", home.pid or "", updated)
+        if node.local is not None and node.local.dirty and node.open_count == 0:
+            await self.staging.commit_closed(node)
 
     async def _to_new_name(self, d1: DirNode, src: FileNode, d2: DirNode, new: str) -> None:
         self.rights.require_writable_dir(d2)

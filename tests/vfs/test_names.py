@@ -126,6 +126,13 @@ def test_local_only_patterns() -> None:
         ("Model.dwg", "Model.dwg", False),
         ("README", "README~", False),  # vim's backup: a local-only name already
         ("Model.dwg", "Model.bak2", False),
+        ("Tower.rvt", "Tower.0001.rvt", True),
+        ("Tower.rvt", "Tower.2025.rvt", True),  # a rename after all unless a save follows
+        ("Tower.rvt", "Tower.001.rvt", False),
+        ("Tower.rvt", "Tower.0001.rfa", False),
+        ("Tower.rvt", "Other.0001.rvt", False),
+        ("Tower.rvt", "Tower.٠٠٠١.rvt", False),  # digits, but not ASCII ones
+        ("README", "README.0001", False),
     ],
 )
 def test_backup_names(name: str, new: str, backup: bool) -> None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 
 import pytest
+import trio
 
 from bimfs.vfs.errors import FsError
-from tests.vfs.fake import FakeHarness
+from tests.vfs.fake import FakeHarness, open_fake
 
 
 async def test_temp_written_and_renamed_over_the_target(fake: FakeHarness) -> None:
@@ -105,7 +107,9 @@ async def _autocad_save(fake: FakeHarness, drawing: str, backup: str, data: byte
     await fake.rename("atmp4711.tmp", drawing)
 
 
-@pytest.mark.parametrize("backup", ["Model.bak", "Model.BAK", "Model.dwg.bak", "Model~.dwg"])
+@pytest.mark.parametrize(
+    "backup", ["Model.bak", "Model.BAK", "Model.dwg.bak", "Model~.dwg", "Model.0001.dwg"]
+)
 async def test_autocad_backup_save_keeps_the_history(fake: FakeHarness, backup: str) -> None:
     """Each save is the drawing's next version; the backup holds the previous bytes on this
     machine only, and deleting it at the next save deletes nothing on the server."""
@@ -156,6 +160,34 @@ async def test_a_bak_made_any_other_way_is_a_document(fake: FakeHarness) -> None
     assert sorted(fake.docs()) == ["database.bak", "other.bak"]
     assert fake.content("database.bak") == b"a database dump"
     assert fake.content("other.bak") == b"site"
+
+
+@pytest.mark.parametrize("edit", [False, True])
+async def test_a_bak_rename_with_no_save_after_it_is_a_rename(tmp_path: Path, edit: bool) -> None:
+    """`mv plan.dwg plan.bak` by hand, nothing saved under `plan.dwg` within the grace: the
+    document is renamed on the server, keeps its id and history, and what was written to the
+    `.bak` meanwhile is its next version."""
+    async with open_fake(tmp_path, write_back_delay=0.2) as fake:
+        doc = fake.server.upload(fake.pid, "plan.dwg", b"v1")
+        await fake.names()
+        await fake.rename("plan.dwg", "plan.bak")
+        if edit:
+            await fake.write_file("plan.bak", b"v2, written as plan.bak")
+        assert list(fake.docs()) == ["plan.dwg"]  # not yet: the save may still follow
+        with trio.fail_after(10):
+            while list(fake.docs()) != ["plan.bak"]:  # noqa: ASYNC110 (the fake server)
+                await trio.sleep(0.05)
+        await fake.sync()
+        assert fake.docs()["plan.bak"].id == doc.id
+        assert fake.versions("plan.bak") == ([1, 2] if edit else [1])
+        assert await fake.names() == ["plan.bak"]
+        assert await fake.read("plan.bak") == (b"v2, written as plan.bak" if edit else b"v1")
+        assert await fake.xattr("plan.bak", "user.bimfs.state") == "synced"
+        # And a file saved under the old name now is a document of its own.
+        await fake.write_file("plan.dwg", b"new drawing")
+        await fake.sync()
+        assert sorted(fake.docs()) == ["plan.bak", "plan.dwg"]
+        assert fake.docs()["plan.dwg"].id != doc.id
 
 
 async def test_rename_is_a_rename_on_the_server(fake: FakeHarness) -> None:
