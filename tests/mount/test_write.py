@@ -177,6 +177,22 @@ def test_mv_rename_and_mv_over(project: Project) -> None:
     assert sorted(os.listdir(project.dir)) == ["b.txt"]
 
 
+def test_mv_to_a_backup_name_is_a_rename_once_no_save_follows(project: Project) -> None:
+    """`mv plan.dwg plan.bak` by hand (the name AutoCAD renames a drawing to while it saves):
+    with no file saved under `plan.dwg` within the write-back delay, the document is renamed
+    on the server, with its id and history."""
+    doc = project.seed("plan.dwg", b"AC1032 v1")
+    (project.dir / "plan.dwg").write_bytes(b"AC1032 v2")
+    project.sync()
+    sh("mv", str(project.dir / "plan.dwg"), str(project.dir / "plan.bak"))
+    wait_until(lambda: sorted(project.docs()) == ["plan.bak"], 15, "the rename on the server")
+    assert project.docs()["plan.bak"]["id"] == doc["id"]
+    assert [int(v["version"]) for v in project.versions("plan.bak")] == [1, 2]
+    assert (project.dir / "plan.bak").read_bytes() == b"AC1032 v2"
+    assert os.getxattr(project.dir / "plan.bak", "user.bimfs.state") == b"synced"
+    assert sorted(os.listdir(project.dir)) == ["plan.bak"]
+
+
 def test_rm_document_and_version_and_restore(project: Project) -> None:
     project.seed("doc.txt", b"one")
     project.seed("gone.txt", b"bye")
