@@ -94,6 +94,7 @@ class Config:
     token_type: str = "BimPlus"
     cache_size: int = DEFAULT_CACHE_SIZE
     dir_ttl: float = 30.0
+    pin_refresh: float = 300.0  # how often pinned directories are checked for new versions
     negative_ttl: float = 2.0
     write_back_delay: float = 2.0
     local_only: tuple[str, ...] = ()
@@ -113,6 +114,8 @@ class Config:
     def __post_init__(self) -> None:
         if self.dir_ttl < 0:
             raise ConfigError("--dir-ttl must be >= 0")
+        if self.pin_refresh < 0:
+            raise ConfigError("--pin-refresh must be >= 0")
         if self.write_back_delay < 0:
             raise ConfigError("--write-back-delay must be >= 0")
         if self.cache_size < 16 << 20:

@@ -37,6 +37,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         token_type=args.token_type,
         cache_size=parse_size(args.cache_size) if args.cache_size else DEFAULT_CACHE_SIZE,
         dir_ttl=args.dir_ttl,
+        pin_refresh=args.pin_refresh,
         write_back_delay=args.write_back_delay,
         local_only=tuple(args.local_only),
         read_only=args.read_only,

@@ -45,6 +45,13 @@ def build_parser(mount_defaults: dict[str, Any] | None = None) -> argparse.Argum
     mount.add_argument("--cache-dir", type=Path, metavar="DIR")
     mount.add_argument("--cache-size", default=None, metavar="SIZE", help="e.g. 10G (default)")
     mount.add_argument("--dir-ttl", type=float, default=30.0, metavar="SECONDS")
+    mount.add_argument(
+        "--pin-refresh",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="how often pinned folders are checked for new versions",
+    )
     mount.add_argument("--write-back-delay", type=float, default=2.0, metavar="SECONDS")
     mount.add_argument("--local-only", action="append", default=[], metavar="PATTERN")
     mount.add_argument("--read-only", action=argparse.BooleanOptionalAction, default=False)

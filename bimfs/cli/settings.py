@@ -165,6 +165,7 @@ OPTIONS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "cache_dir": ("cache_dir", _path),
     "cache_size": ("cache_size", _size),
     "dir_ttl": ("dir_ttl", _number()),
+    "pin_refresh": ("pin_refresh", _number()),
     "write_back_delay": ("write_back_delay", _number()),
     "local_only": ("local_only", _patterns),
     "read_only": ("read_only", _flag),
@@ -187,7 +188,9 @@ FLAGS = frozenset(
     {"read_only", "show_versions", "stream_uploads", "no_stream_uploads", "foreground"}
     | {"verbose", "debug"}
 )
-NUMBERS = frozenset({"dir_ttl", "write_back_delay", "offline_after", "drain_timeout", "uid", "gid"})
+NUMBERS = frozenset(
+    {"dir_ttl", "pin_refresh", "write_back_delay", "offline_after", "drain_timeout", "uid", "gid"}
+)
 PATH_OPTIONS = frozenset({"token_file", "cache_dir", "log_file", "mountpoint"})
 # Only in a named mount: where it is mounted.
 MOUNT_ONLY = {"mountpoint": ("mountpoint", _path)}

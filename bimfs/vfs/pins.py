@@ -4,8 +4,9 @@ A pin names a path of the account (a team, project, folder or document). Every d
 it (its latest version) is downloaded into the content cache in the background, is never
 evicted while pinned (``ContentStore.keep``) and counts in the cache budget: a pin whose
 documents, with those pinned already, would not fit ``--cache-size`` is refused (``ENOSPC``).
-The pins are rescanned every directory TTL; a new version seen on the server is fetched, and
-the version it replaces may be evicted again.
+The pins are rescanned every ``--pin-refresh`` (one listing of each pinned directory per
+round); a new version seen on the server is fetched, and the version it replaces may be evicted
+again.
 
 Pins are kept in ``<cache-dir>/pins.json`` as account paths (``team/project/folder``, the team
 included also on a ``--team`` mount), so they outlive the mount. The mount reports them through
@@ -88,7 +89,7 @@ class Pins:
         self.connectivity = connectivity
         self.background = background
         self.file = config.cache_dir / PINS_FILE
-        self.interval = max(1.0, config.dir_ttl)
+        self.interval = max(1.0, config.pin_refresh)
         self.pins: dict[str, Pin] = {path: Pin(path) for path in self._load()}
         self._wake = trio.Event()
         self._running = False

@@ -134,6 +134,7 @@ def test_a_named_mount_at_another_mountpoint_and_a_source_url(
     ("text", "expected"),
     [
         ('[defaults]\ndir-ttl = "30s"\n', ", line 2: [defaults] dir-ttl: expected a number"),
+        ("[defaults]\npin-refresh = '5m'\n", ", line 2: [defaults] pin-refresh: expected a numb"),
         ("[defaults]\non_conflict = 'last'\n", ", line 2: [defaults] on_conflict: expected one of"),
         ("[defaults]\ncache-size = 1024\n", "[defaults] cache-size: must be at least 16M"),
         ("\n[mount.site]\nteam = 'a'\nmountpoit = '/x'\n", ", line 4: [mount.site] mountpoit:"),

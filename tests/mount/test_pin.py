@@ -178,10 +178,12 @@ def test_unpin_lets_eviction_free_the_space(
 
 
 def test_new_version_of_a_pinned_file_is_fetched_in_the_background(
-    emulator: Emulator, mount: Mount
+    emulator: Emulator, mount_factory: Callable[..., Mount]
 ) -> None:
     """A colleague's new version of a pinned document is downloaded without anyone reading
-    it: with the server gone afterwards, the file reads as the new version."""
+    it (at the next pin refresh): with the server gone afterwards, the file reads as the new
+    version."""
+    mount = mount_factory(emulator, "--dir-ttl", "1", "--pin-refresh", "1")
     first, second = secrets.token_bytes(300_000), secrets.token_bytes(500_000)
     project = new_project(emulator, mount, "Shared", {"model.ifc": first})
     path = mount.p(SLUG, "Shared", "model.ifc")
