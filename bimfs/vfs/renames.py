@@ -199,6 +199,7 @@ class Renames:
         await trio.sleep(self.backup_grace)
         if (
             home.detached.get(old_name) != aid
+            or self.tree.doc_nodes.get(aid) is not node  # an earlier save's backup
             or node.detached_from != (home, old_name)
             or node.removed
             or node.parent is not home

@@ -149,6 +149,23 @@ async def test_backup_of_a_save_not_sent_yet(fake: FakeHarness, backup: str) -> 
     assert list(fake.docs()) == ["Model.dwg"]
 
 
+async def test_autocad_saves_spaced_around_the_grace(tmp_path: Path) -> None:
+    """Saves 0.6 s apart with a 1 s grace: the wait started by one save's backup rename ends
+    during a later save and renames nothing (only a backup no save followed is renamed)."""
+    async with open_fake(tmp_path, write_back_delay=0.3) as fake:
+        doc = fake.server.upload(fake.pid, "Model.dwg", b"v1")
+        await fake.names()
+        for n in (2, 3, 4):
+            await _autocad_save(fake, "Model.dwg", "Model.bak", b"v%d" % n)
+            await trio.sleep(0.6)
+        await trio.sleep(1.0)
+        await fake.sync()
+        assert list(fake.docs()) == ["Model.dwg"] and fake.docs()["Model.dwg"].id == doc.id
+        assert fake.versions("Model.dwg") == [1, 2, 3, 4]
+        assert sorted(await fake.names()) == ["Model.bak", "Model.dwg"]
+        assert await fake.read("Model.bak") == b"v3"
+
+
 async def test_a_bak_made_any_other_way_is_a_document(fake: FakeHarness) -> None:
     """Only a rename of a document to its own backup name is a save's backup: a `.bak` file
     copied in, or a rename to another stem's `.bak`, is an ordinary document."""
