@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.helpers import Daemon, base_env
+from tests.cli.proxy import GateProxy
 from tests.support.emulator import Emulator
 from tests.support.mount import fail_once
 from tests.support.processes import write_token
@@ -55,3 +56,13 @@ def daemon(
         return d
 
     return start
+
+
+@pytest.fixture
+def proxy(emulator: Emulator) -> Iterator[GateProxy]:
+    """A proxy to the test's emulator that can hold an upload part-way (``tests/cli/proxy.py``)."""
+    gate = GateProxy(emulator.port)
+    try:
+        yield gate
+    finally:
+        gate.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,15 +53,6 @@ class Manager:
             message = self.receive()
             if wanted in message or wanted in message.get("STATUS", ""):
                 return message
-
-
-@pytest.fixture
-def proxy(emulator: Emulator) -> Iterator[GateProxy]:
-    gate = GateProxy(emulator.port)
-    try:
-        yield gate
-    finally:
-        gate.close()
 
 
 @pytest.mark.parametrize("abstract", [False, True], ids=["path", "abstract"])

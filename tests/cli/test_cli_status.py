@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,15 +106,6 @@ def test_status_shows_failed_upload_with_reason(
     assert "over-quota.txt" in result.stderr and "quota" in result.stderr
     assert not os.path.ismount(d.path)
     assert "over-quota.txt" not in server_docs(emulator, pid, "acme-build")
-
-
-@pytest.fixture
-def proxy(emulator: Emulator) -> Iterator[GateProxy]:
-    gate = GateProxy(emulator.port)
-    try:
-        yield gate
-    finally:
-        gate.close()
 
 
 def test_status_shows_upload_in_progress(
